@@ -1,0 +1,74 @@
+"""The one app factory."""
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, g, redirect, request, url_for
+
+from shared.config import Settings, load_settings
+from shared.db import Database
+from shared.logging import configure_logging, request_id_var
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+MAX_BODY_BYTES = 25 * 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        REMEMBER_COOKIE_HTTPONLY=True,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
+        WTF_CSRF_TIME_LIMIT=None,
+        TESTING=settings.environment == "testing",
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["wellbeing.settings"] = settings
+    app.extensions["wellbeing.db"] = Database(settings.database_url)
+
+    from workers.celery_app import configure as configure_celery
+
+    configure_celery(settings)
+
+    from services import context, health, web
+    from services.api import init_api
+    from services.extensions import csrf, limiter, login_manager
+
+    limiter.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+
+    @app.before_request
+    def _assign_request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id_var.set(g.request_id)
+
+    @app.after_request
+    def _finish(response):
+        context.finish_request(success=response.status_code < 400)
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def _cleanup(_exc):
+        context.finish_request(success=False)
+        request_id_var.set(None)
+
+    init_api(app)
+    for blueprint in (health.bp,):
+        app.register_blueprint(blueprint)
+    web.init_web(app)
+
+    @app.get("/")
+    def index():
+        return redirect(url_for("console.home"))
+
+    return app

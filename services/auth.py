@@ -1,0 +1,74 @@
+"""Who may call what. API views are authenticated and HR-admin-only by default:
+a new view must opt *in* to anonymous access (``@public``) or to more roles
+(``@allow_roles``), so forgetting a decorator fails closed."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import current_app, request
+
+from services import context
+from shared.domain import accounts
+from shared.models import Role
+
+F = TypeVar("F", bound=Callable)
+DEFAULT_ROLES = frozenset({Role.HR_ADMIN})
+
+
+# Endpoints of third-party blueprints (the OpenAPI document) that are public.
+PUBLIC_ENDPOINTS = {"api-docs.openapi_json"}
+
+
+def public(func: F) -> F:
+    func._wellbeing_public = True
+    return func
+
+
+def allow_roles(*roles: Role) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        func._wellbeing_roles = frozenset(roles)
+        return func
+
+    return decorate
+
+
+def _view_method() -> Callable | None:
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None:
+        return None
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        return getattr(view_class, request.method.lower(), None) or getattr(view_class, "get", None)
+    return view
+
+
+def access_policy() -> tuple[bool, frozenset[Role]]:
+    """(is_public, roles allowed) of the endpoint the current request is routed to."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return True, frozenset()
+    method = _view_method()
+    if method is None:
+        return True, frozenset()  # unrouted: let the 404/405 through
+    return getattr(method, "_wellbeing_public", False), getattr(method, "_wellbeing_roles", DEFAULT_ROLES)
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def authenticate_bearer() -> bool:
+    """Bind the request to the token's user; False when the token is missing or dead."""
+    token = bearer_token()
+    if token is None:
+        return False
+    with context.database().session(unscoped=True) as session:
+        record = accounts.resolve_token(session, token)
+        if record is None:
+            return False
+        user_id, org_id = record.user_id, record.org_id
+    return context.bind_user(user_id, org_id) is not None

@@ -1,0 +1,43 @@
+"""Run the app factory under gunicorn, configured from settings (no config file)."""
+from __future__ import annotations
+
+from gunicorn.app.base import BaseApplication
+
+from shared.config import Settings
+
+
+class WellbeingServer(BaseApplication):
+    def __init__(self, settings: Settings, options: dict):
+        self._settings = settings
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        # Each worker builds its own app after the fork: no shared connections.
+        from services.app import create_app
+
+        return create_app(self._settings)
+
+
+def serve(settings: Settings, host: str, port: int, *, workers: int | None = None) -> None:
+    WellbeingServer(
+        settings,
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers or settings.web_concurrency,
+            "threads": settings.web_threads,
+            "worker_class": "gthread",
+            "timeout": 60,
+            "graceful_timeout": 30,
+            "keepalive": 5,
+            "preload_app": False,
+            "accesslog": None,
+            "errorlog": "-",
+            # Bound how long a slow client can hold a worker while sending headers.
+            "limit_request_field_size": 8190,
+        },
+    ).run()

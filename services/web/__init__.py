@@ -1,0 +1,21 @@
+"""The server-rendered web console for HR admins and managers."""
+from __future__ import annotations
+
+from flask import Flask
+
+from services import context
+from services.extensions import login_manager
+from services.web import views
+from services.web.session import load_user_from_session
+
+
+def init_web(app: Flask) -> None:
+    login_manager.login_view = "console.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.session_protection = "strong"
+    login_manager.user_loader(load_user_from_session)
+    app.register_blueprint(views.bp)
+
+    @app.context_processor
+    def _console_globals():
+        return {"config_is_dev": context.settings().is_development}

@@ -1,0 +1,190 @@
+"""Engine, sessions and the tenant guard: the one way to get a database session.
+
+Views, Celery tasks and CLI commands all open sessions with :meth:`Database.session`.
+A session is bound to one organisation (``org_id``); every ORM query it runs on a
+tenant-owned model gets ``org_id = :org`` added by the ``do_orm_execute`` hook below,
+and every row it inserts is stamped with (or checked against) that organisation.
+Code that forgets the tenant cannot leak another one's rows: a session without a
+tenant refuses to touch tenant-owned models unless it was opened explicitly as
+``unscoped`` (platform operations: authentication look-ups, org creation, schedulers
+that fan out per organisation).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    ORMExecuteState,
+    Session,
+    declared_attr,
+    mapped_column,
+    sessionmaker,
+    with_loader_criteria,
+)
+from sqlalchemy.pool import NullPool
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # noqa: ANN001
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given; use shared.db.utcnow() or an aware datetime")
+            value = value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value, dialect):  # noqa: ANN001
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class TenantOwned:
+    """Mixin for every record that belongs to exactly one organisation."""
+
+    @declared_attr
+    def org_id(cls) -> Mapped[int]:  # noqa: N805
+        return mapped_column(Integer, ForeignKey("organisations.id", ondelete="CASCADE"), index=True, nullable=False)
+
+
+class TenantScopeError(RuntimeError):
+    """A tenant-owned model was touched by a session that is bound to no organisation."""
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_queries_to_tenant(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.is_column_load or state.is_relationship_load:
+        # Lazy loads start from rows this session already scoped.
+        return
+    info = state.session.info
+    if info.get("unscoped"):
+        return
+    org_id = info.get("org_id")
+    touches_tenant_rows = any(issubclass(m.class_, TenantOwned) for m in state.all_mappers)
+    if org_id is None:
+        if touches_tenant_rows:
+            raise TenantScopeError("query on tenant-owned data from a session bound to no organisation")
+        return
+    from shared.models.tenancy import Organisation  # models import this module
+
+    state.statement = state.statement.options(
+        with_loader_criteria(TenantOwned, lambda cls: cls.org_id == org_id, include_aliases=True),
+        with_loader_criteria(Organisation, lambda cls: cls.id == org_id, include_aliases=True),
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_new_rows_with_tenant(session: Session, flush_context, instances) -> None:  # noqa: ANN001
+    org_id = session.info.get("org_id")
+    for obj in session.new:
+        if not isinstance(obj, TenantOwned):
+            continue
+        if obj.org_id is None:
+            if org_id is None:
+                raise TenantScopeError(f"new {type(obj).__name__} has no organisation")
+            obj.org_id = org_id
+        elif org_id is not None and obj.org_id != org_id:
+            raise TenantScopeError(f"new {type(obj).__name__} belongs to another organisation")
+    if org_id is None:
+        return
+    for obj in session.dirty:
+        if isinstance(obj, TenantOwned) and obj.org_id != org_id:
+            raise TenantScopeError(f"{type(obj).__name__} moved to another organisation")
+
+
+@contextmanager
+def across_tenants(session: Session) -> Iterator[Session]:
+    """Lift the tenant guard for one look-up that must see every organisation
+    (platform-wide uniqueness). Rows it loads stay in the session: read counts, not rows."""
+    previous = session.info.get("unscoped", False)
+    session.info["unscoped"] = True
+    try:
+        yield session
+    finally:
+        session.info["unscoped"] = previous
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cursor = dbapi_connection.cursor()
+    # WAL lets the API, worker and beat read while one of them writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class Database:
+    """Owns the engine; hands out sessions bound to one organisation (or none)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def open(self, org_id: int | None = None, *, unscoped: bool = False) -> Session:
+        session = self._factory()
+        session.info["org_id"] = org_id
+        session.info["unscoped"] = unscoped
+        return session
+
+    @contextmanager
+    def session(self, org_id: int | None = None, *, unscoped: bool = False) -> Iterator[Session]:
+        """A unit of work: commits when the block ends, rolls back if it raises."""
+        session = self.open(org_id, unscoped=unscoped)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

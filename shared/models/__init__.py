@@ -1,0 +1,5 @@
+"""Every mapped model, imported here so metadata (and Alembic) sees them all."""
+from shared.db import Base
+from shared.models.tenancy import ApiToken, AuditEvent, Organisation, Role, User
+
+__all__ = ["ApiToken", "AuditEvent", "Base", "Organisation", "Role", "User"]

@@ -1,0 +1,1 @@
+"""marshmallow schemas for every request and response body."""

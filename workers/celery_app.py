@@ -1,0 +1,82 @@
+"""The Celery application, configured from the same settings as the API.
+
+``celery_app`` is importable without configuration (tasks register on it at import);
+every entry point calls :func:`configure` with its loaded settings before use.
+"""
+from __future__ import annotations
+
+from celery import Celery, signals
+
+from shared.config import Settings
+from shared.db import Database
+from shared.logging import request_id_var, task_id_var
+
+celery_app = Celery("wellbeing", include=["workers.tasks.mail"])
+_state: dict[str, object] = {}
+
+
+def configure(settings: Settings) -> Celery:
+    _state["settings"] = settings
+    _state.pop("db", None)
+    celery_app.conf.update(
+        broker_url=settings.broker_url,
+        # Results are not used for state: the database is the source of truth.
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        # At-least-once delivery: a task is acknowledged only after it ran, and
+        # redelivered if its worker died; tasks are idempotent so a rerun is harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # Redis redelivers an unacknowledged task after this long: keep it above the
+        # longest task so a slow task is not run twice while still running.
+        broker_transport_options={"visibility_timeout": 3600} if settings.broker_url.startswith("redis") else {},
+        task_default_queue="default",
+        beat_schedule={},
+        worker_hijack_root_logger=False,
+    )
+    return celery_app
+
+
+def settings() -> Settings:
+    if "settings" not in _state:
+        from shared.config import load_settings
+
+        configure(load_settings())
+    return _state["settings"]  # type: ignore[return-value]
+
+
+def database() -> Database:
+    """The worker process's database (created lazily, after any fork)."""
+    if "db" not in _state:
+        _state["db"] = Database(settings().database_url)
+    return _state["db"]  # type: ignore[return-value]
+
+
+@signals.worker_process_init.connect
+def _fresh_engine_after_fork(**_kwargs) -> None:
+    _state.pop("db", None)
+
+
+@signals.before_task_publish.connect
+def _carry_request_id(headers=None, **_kwargs) -> None:  # noqa: ANN001
+    request_id = request_id_var.get()
+    if headers is not None and request_id:
+        headers["request_id"] = request_id
+
+
+@signals.task_prerun.connect
+def _bind_task_log_context(task_id=None, task=None, **_kwargs) -> None:  # noqa: ANN001
+    task_id_var.set(task_id)
+    request_id_var.set(getattr(task.request, "request_id", None) if task else None)
+
+
+@signals.task_postrun.connect
+def _clear_task_log_context(**_kwargs) -> None:
+    task_id_var.set(None)
+    request_id_var.set(None)
