@@ -221,3 +221,56 @@ def celery_worker(settings):  # noqa: ANN001
     configure(settings)
     with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
         yield worker
+
+
+@pytest.fixture
+def live_server(app):  # noqa: ANN001
+    """The app served over real HTTP on loopback (for Chromium)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    executable = os.environ.get("WELLBEING_CHROMIUM", "/usr/bin/chromium")
+    if not os.path.exists(executable):
+        pytest.fail(f"Chromium not found at {executable}; ops/test installs Debian's chromium")
+    with playwright_sync.sync_playwright() as p:
+        instance = p.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):  # noqa: ANN001
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def console_login(page, live_server):  # noqa: ANN001
+    """Sign a console user in through the real login form."""
+
+    def _login(email: str, password: str = ADMIN_PASSWORD):
+        page.goto(f"{live_server}/console/login")
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{live_server}/console/**")
+        return page
+
+    return _login
