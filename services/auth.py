@@ -16,8 +16,9 @@ F = TypeVar("F", bound=Callable)
 DEFAULT_ROLES = frozenset({Role.HR_ADMIN})
 
 
-# Endpoints of third-party blueprints (the OpenAPI document) that are public.
-PUBLIC_ENDPOINTS = {"api-docs.openapi_json"}
+# Endpoints whose view functions are not ours to decorate (the OpenAPI document,
+# the docs page's static script) and that are public.
+PUBLIC_ENDPOINTS = {"api-docs.openapi_json", "api_docs.static"}
 
 
 def public(func: F) -> F:
@@ -33,21 +34,22 @@ def allow_roles(*roles: Role) -> Callable[[F], F]:
     return decorate
 
 
-def _view_method() -> Callable | None:
-    view = current_app.view_functions.get(request.endpoint or "")
+def _view_method(endpoint: str, http_method: str) -> Callable | None:
+    view = current_app.view_functions.get(endpoint)
     if view is None:
         return None
     view_class = getattr(view, "view_class", None)
     if view_class is not None:
-        return getattr(view_class, request.method.lower(), None) or getattr(view_class, "get", None)
+        return getattr(view_class, http_method.lower(), None) or getattr(view_class, "get", None)
     return view
 
 
-def access_policy() -> tuple[bool, frozenset[Role]]:
-    """(is_public, roles allowed) of the endpoint the current request is routed to."""
-    if request.endpoint in PUBLIC_ENDPOINTS:
+def access_policy(endpoint: str | None = None, http_method: str | None = None) -> tuple[bool, frozenset[Role]]:
+    """(is_public, roles allowed) of an endpoint (by default the current request's)."""
+    endpoint = endpoint if endpoint is not None else request.endpoint or ""
+    if endpoint in PUBLIC_ENDPOINTS:
         return True, frozenset()
-    method = _view_method()
+    method = _view_method(endpoint, http_method or request.method)
     if method is None:
         return True, frozenset()  # unrouted: let the 404/405 through
     return getattr(method, "_wellbeing_public", False), getattr(method, "_wellbeing_roles", DEFAULT_ROLES)

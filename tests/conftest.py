@@ -97,6 +97,14 @@ def smtp_sink() -> Iterator[SmtpSink]:
     controller.stop()
 
 
+def form_token(client, path: str) -> str:  # noqa: ANN001
+    """The CSRF token of the form on a console page, as a browser would submit it."""
+    import re
+
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+
+
 def make_settings(database_url: str, broker_url: str, smtp_port: int, **overrides: str) -> Settings:
     env = {
         "DATABASE_URL": database_url,
@@ -128,7 +136,11 @@ def db(settings) -> Iterator[Database]:  # noqa: ANN001
 
 
 def _empty_all_tables(database: Database) -> None:
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    from sqlalchemy import inspect
+
+    existing = set(inspect(database.engine).get_table_names())
+    # test_migrations fails on a model without a migration; here, skip it rather than hide every other result.
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name in existing]
     with database.engine.begin() as connection:
         if database.is_sqlite:
             for name in tables:

@@ -7,7 +7,7 @@ from flask import Flask, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_smorest import Api
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, default_exceptions
 
 from services import auth, context
 from services.api.problems import ProblemSchema, flatten_errors, problem
@@ -40,7 +40,7 @@ class WellbeingApi(Api):
 
 def _on_domain_error(error: DomainError):
     if not is_api_request():
-        raise error
+        return default_exceptions.get(error.status, BadRequest)(error.detail)
     return problem(error.status, error.detail, errors=flatten_errors(error.errors) if error.errors else None, title=error.title)
 
 

@@ -12,7 +12,7 @@ bp = Blueprint("api_docs", __name__, template_folder="templates", static_folder=
 @bp.get("/docs")
 @public
 def docs():
-    return render_template("swagger_ui.html")
+    return render_template("api_docs.html")
 
 
 @bp.get("/docs/assets/<path:filename>")

@@ -8,7 +8,7 @@ from services.extensions import limiter
 from services.web.forms import EmptyForm, InviteForm, LoginForm, OrganisationForm, SetPasswordForm
 from services.web.session import ConsoleUser, console_roles
 from shared.domain import accounts, devmail
-from shared.errors import DomainError
+from shared.errors import Conflict, DomainError
 from shared.models import Role
 from shared.pagination import paginate
 from workers.enqueue import enqueue_after_commit
@@ -136,7 +136,7 @@ def set_user_active(user_id: int):
     activate = request.form.get("active") == "1"
     try:
         user = accounts.set_user_active(context.get_session(), current_user.user, user_id, activate)
-    except DomainError as error:
+    except Conflict as error:
         flash(error.detail, "error")
     else:
         flash(f"{user.email} {'reactivated' if activate else 'deactivated'}.", "success")
