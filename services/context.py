@@ -20,18 +20,19 @@ def database() -> Database:
 def get_session() -> Session:
     """The request's session, bound to the signed-in user's organisation (or to none)."""
     if "db_session" not in g:
-        user_org = g.get("user_org_id")
-        g.db_session = database().open(user_org)
+        g.db_session = database().open(g.get("user_org_id"))
     return g.db_session
 
 
-def bind_user(user_id: int, org_id: int) -> User | None:
-    """Make ``user_id`` of ``org_id`` the request's user and scope the session to that organisation."""
-    if "db_session" in g:
-        g.db_session.close()
-        g.pop("db_session")
-    g.user_org_id = org_id
-    user = get_session().get(User, user_id)
+def bind_user(user: User) -> User:
+    """Make ``user`` (found by an authentication look-up on the request session)
+    the request's user, and scope the request session to their organisation for
+    everything that follows."""
+    session = get_session()
+    if session.info.get("org_id") not in (None, user.org_id):
+        raise RuntimeError("request session already bound to another organisation")
+    session.info["org_id"] = user.org_id
+    g.user_org_id = user.org_id
     g.current_user = user
     return user
 

@@ -149,7 +149,8 @@ def make_engine(url: str) -> Engine:
             from pathlib import Path
 
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, poolclass=NullPool)
+        # In-memory databases live and die with one connection; files get a pool.
+        engine = create_engine(url, poolclass=NullPool) if parsed.database in (None, "", ":memory:") else create_engine(url, pool_size=10, max_overflow=10)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)

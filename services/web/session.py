@@ -10,6 +10,7 @@ from flask_login import UserMixin, current_user, login_required
 from sqlalchemy import select
 
 from services import context
+from shared.db import across_tenants
 from shared.models import Role, User
 
 
@@ -30,14 +31,14 @@ def load_user_from_session(session_id: str) -> ConsoleUser | None:
     user_id, _, epoch = session_id.partition(".")
     if not user_id.isdigit() or not epoch.isdigit():
         return None
-    with context.database().session(unscoped=True) as session:
-        org_id = session.scalar(
-            select(User.org_id).where(User.id == int(user_id), User.session_epoch == int(epoch), User.is_active.is_(True))
+    session = context.get_session()
+    with across_tenants(session):
+        user = session.scalar(
+            select(User).where(User.id == int(user_id), User.session_epoch == int(epoch), User.is_active.is_(True))
         )
-    if org_id is None:
+    if user is None:
         return None
-    user = context.bind_user(int(user_id), org_id)
-    return ConsoleUser(user) if user else None
+    return ConsoleUser(context.bind_user(user))
 
 
 def console_roles(*roles: Role) -> Callable:

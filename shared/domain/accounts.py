@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from shared import security
 from shared.db import across_tenants, utcnow
@@ -15,6 +15,7 @@ from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.models import ApiToken, Organisation, Role, User
 
 INVITE_MAX_AGE_SECONDS = 7 * 24 * 3600
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 
 def normalise_email(email: str) -> str:
@@ -94,10 +95,14 @@ def issue_token(session: Session, user: User, ttl: timedelta) -> IssuedToken:
 def resolve_token(session: Session, raw: str, now: datetime | None = None) -> ApiToken | None:
     """The live token for this bearer string, or None. Needs an unscoped session."""
     now = now or utcnow()
-    record = session.scalar(select(ApiToken).where(ApiToken.token_hash == security.token_digest(raw)))
+    record = session.scalar(
+        select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.token_hash == security.token_digest(raw))
+    )
     if record is None or record.revoked_at is not None or record.expires_at <= now or not record.user.is_active:
         return None
-    record.last_used_at = now
+    # Recorded to the minute: a write on every request would serialise all API reads.
+    if record.last_used_at is None or now - record.last_used_at > TOKEN_USE_RESOLUTION:
+        record.last_used_at = now
     return record
 
 

@@ -1,0 +1,125 @@
+"""API throughput: a database-backed list endpoint against GET /healthz, same gunicorn
+server, same run. Prints req/s and p99 of both and the ratios.
+
+Target (issue 3): the list endpoint at >= 40% of /healthz throughput, p99 < 5x /healthz's.
+
+    .venv/bin/python bench/api.py                      # SQLite (embedded default)
+    .venv/bin/python bench/api.py --database-url postgresql+psycopg://postgres@127.0.0.1:55432/postgres
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._load import run_load  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare_database(admin_url: str | None, workdir: Path) -> tuple[str, callable]:
+    if not admin_url:
+        return f"sqlite:///{workdir / 'bench.db'}", lambda: None
+    from sqlalchemy import create_engine, text
+
+    name = f"wellbeing_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def seed(database_url: str, users: int) -> str:
+    from shared.db import Database
+    from shared.domain import accounts
+    from shared.migrate import upgrade
+    from shared.models import Role, User
+
+    upgrade(database_url)
+    db = Database(database_url)
+    with db.session(unscoped=True) as session:
+        org = accounts.create_organisation(session, "Bench Ltd", "bench-admin@example.com", "bench-password-123")
+        admin = session.scalar(accounts.users_query().where(User.org_id == org.id))
+        token = accounts.issue_token(session, admin, timedelta(hours=2)).token
+        session.add_all(User(org_id=org.id, email=f"user{i}@example.com", full_name=f"User {i}", role=Role.MANAGER) for i in range(users))
+    db.dispose()
+    return token
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", help="PostgreSQL admin URL (a fresh database is created); SQLite when omitted")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--users", type=int, default=500)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="wellbeing-bench-"))
+    database_url, drop = prepare_database(args.database_url, workdir)
+    token = seed(database_url, args.users)
+    port = free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        BROKER_URL="memory://",
+        WELLBEING_ENV="production",
+        SECRET_KEY="bench-secret-key-0123456789abcdef",
+        WELLBEING_DATA_DIR=str(workdir),
+        LOG_LEVEL="WARNING",
+        WEB_CONCURRENCY="2",
+        WEB_THREADS="4",
+    )
+    server = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "--port", str(port)], env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {token}"}
+        list_path = "/api/v1/users?per_page=20&page=3"
+        body = json.loads(urllib.request.urlopen(urllib.request.Request(base + list_path, headers=headers)).read())
+        assert body["total"] == args.users + 1, body
+        run_load(base, "/healthz", seconds=2)  # warm-up
+        run_load(base, list_path, headers, seconds=2)
+        health = run_load(base, "/healthz", seconds=args.seconds)
+        listing = run_load(base, list_path, headers, seconds=args.seconds)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        drop()
+    backend = "postgresql" if args.database_url else "sqlite"
+    print(f"backend: {backend}, gunicorn 2 workers x 4 threads, load: 2 processes x 4 threads, {args.seconds:.0f}s each")
+    print(health.line())
+    print(listing.line())
+    throughput = listing.rps / health.rps
+    p99 = listing.percentile(99) / health.percentile(99)
+    print(f"ratio list/healthz throughput: {throughput:.2f} (target >= 0.40)  p99: {p99:.2f}x (target < 5x)")
+    if health.errors or listing.errors:
+        sys.exit("errors during the run")
+
+
+if __name__ == "__main__":
+    main()
