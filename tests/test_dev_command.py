@@ -69,3 +69,32 @@ def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path):
         _get(f"{base}/healthz", timeout=1)
     leftovers = subprocess.run(["pgrep", "-f", f"--maildir {tmp_path}"], capture_output=True, text=True).stdout.split()
     assert leftovers == []
+
+
+def test_production_api_serves_under_gunicorn(tmp_path):
+    """`wellbeing api` is the production process: gunicorn, production settings."""
+    from shared.migrate import upgrade
+
+    database_url = f"sqlite:///{tmp_path / 'prod.db'}"
+    upgrade(database_url)
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=database_url, BROKER_URL="memory://", SECRET_KEY="a-real-production-secret-0123456789", WELLBEING_DATA_DIR=str(tmp_path))
+    env.pop("WELLBEING_ENV", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/readyz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+        assert status == 200 and body["status"] == "ok"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert "gunicorn" in output.lower() and "Booting worker" in output

@@ -40,12 +40,9 @@ def list_messages(maildir: Path, limit: int = 200) -> list[StoredMessage]:
     if not maildir.exists():
         return []
     box = mailbox.Maildir(maildir, factory=None, create=False)
-    entries = sorted(((box.get_file(k), k) for k in box.keys()), key=lambda e: Path(e[0].name).stat().st_mtime, reverse=True)
-    messages = []
-    for handle, key in entries[:limit]:
-        with handle:
-            messages.append(_parse(key, handle.read()))
-    return messages
+    # Maildir keys start with the delivery time in seconds: newest first.
+    keys = sorted(box.keys(), key=lambda k: (int(k.split(".", 1)[0]) if k.split(".", 1)[0].isdigit() else 0, k), reverse=True)
+    return [_parse(key, box.get_bytes(key)) for key in keys[:limit]]
 
 
 def get_message(maildir: Path, key: str) -> StoredMessage | None:
@@ -53,7 +50,6 @@ def get_message(maildir: Path, key: str) -> StoredMessage | None:
         return None
     box = mailbox.Maildir(maildir, factory=None, create=False)
     try:
-        with box.get_file(key) as handle:
-            return _parse(key, handle.read())
+        return _parse(key, box.get_bytes(key))
     except KeyError:
         return None
