@@ -56,6 +56,18 @@ def access_policy(endpoint: str | None = None, http_method: str | None = None) -
     return getattr(method, "_wellbeing_public", False), getattr(method, "_wellbeing_roles", DEFAULT_ROLES)
 
 
+def login_rate_limit() -> str:
+    return context.settings().login_rate_limit
+
+
+def login_account_key() -> str:
+    """Throttle key per account (the email in a JSON body or a form), so spreading a
+    password guess across many addresses does not help."""
+    body = request.get_json(silent=True) if request.is_json else request.form
+    email = body.get("email") if hasattr(body, "get") else None
+    return "account:" + accounts.normalise_email(email) if isinstance(email, str) else "account:?"
+
+
 def bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -98,3 +98,21 @@ def test_cross_tenant_console_action_is_404(client, tenant, other_tenant, db):
     assert response.status_code == 404
     with db.session(other_tenant.org_id) as session:
         assert session.get(User, other_tenant.admin_id).is_active is True
+
+
+def test_console_login_is_throttled_per_account(database_url, broker_url, smtp_sink, db, tenant):
+    from services.app import create_app
+    from services.extensions import limiter
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(database_url, broker_url, smtp_sink.port, LOGIN_RATE_LIMIT="2 per minute"))
+    limiter.reset()
+    client = app.test_client()
+    for address in ("10.0.0.1", "10.0.0.2"):
+        token = form_token(client, "/console/login")
+        response = client.post("/console/login", data={"email": tenant.admin_email, "password": "wrong-password-1", "csrf_token": token}, environ_base={"REMOTE_ADDR": address})
+        assert response.status_code == 401
+    token = form_token(client, "/console/login")
+    blocked = client.post("/console/login", data={"email": tenant.admin_email, "password": ADMIN_PASSWORD, "csrf_token": token}, environ_base={"REMOTE_ADDR": "10.0.0.3"})
+    assert blocked.status_code == 429
+    assert int(blocked.headers["Retry-After"]) > 0

@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from services import context
-from services.auth import allow_roles, bearer_token, public
+from services.auth import allow_roles, bearer_token, login_account_key, login_rate_limit, public
 from services.extensions import limiter
 from shared.domain import accounts
 from shared.errors import InvalidInput
@@ -21,24 +20,12 @@ blp = Blueprint("auth", __name__, description="Bearer tokens for the API")
 ANY_USER = (Role.HR_ADMIN, Role.MANAGER)
 
 
-def _login_limit() -> str:
-    return context.settings().login_rate_limit
-
-
-def _account_key() -> str:
-    """Throttle per account as well as per address, so spreading a password guess
-    across many addresses does not help."""
-    body = request.get_json(silent=True)
-    email = body.get("email") if isinstance(body, dict) else None
-    return "account:" + accounts.normalise_email(email) if isinstance(email, str) else "account:?"
-
-
 @blp.route("/token")
 class TokenView(MethodView):
     @public
     @blp.doc(security=[])
-    @limiter.limit(_login_limit)
-    @limiter.limit(_login_limit, key_func=_account_key)
+    @limiter.limit(login_rate_limit)
+    @limiter.limit(login_rate_limit, key_func=login_account_key)
     @blp.arguments(TokenRequestSchema)
     @blp.response(201, IssuedTokenSchema)
     @blp.alt_response(401, description="Wrong email or password")

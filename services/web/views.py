@@ -4,6 +4,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_user, logout_user
 
 from services import context
+from services.auth import login_account_key, login_rate_limit
 from services.extensions import limiter
 from services.web.forms import EmptyForm, InviteForm, LoginForm, OrganisationForm, SetPasswordForm
 from services.web.session import ConsoleUser, console_roles
@@ -27,12 +28,9 @@ AREAS = {
 }
 
 
-def _login_limit() -> str:
-    return context.settings().login_rate_limit
-
-
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(login_rate_limit, methods=["POST"])
+@limiter.limit(login_rate_limit, methods=["POST"], key_func=login_account_key)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("console.home"))
@@ -44,7 +42,8 @@ def login():
             login_user(ConsoleUser(user))
             return redirect(_safe_next(request.args.get("next")))
         flash("Wrong email or password.", "error")
-    return render_template("console/login.html", form=form), 200 if request.method == "GET" or form.errors == {} else 400
+        return render_template("console/login.html", form=form), 401
+    return render_template("console/login.html", form=form), 400 if form.errors else 200
 
 
 def _safe_next(target: str | None) -> str:
