@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from flask import Flask, g, redirect, request, url_for
@@ -9,6 +10,7 @@ from flask import Flask, g, redirect, request, url_for
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.logging import configure_logging, request_id_var
+from shared.metrics import HTTP_REQUEST_SECONDS
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 MAX_BODY_BYTES = 25 * 1024 * 1024
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def _assign_request_id():
+        g.started_at = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request_id_var.set(g.request_id)
@@ -84,6 +87,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         context.finish_request(success=response.status_code < 400)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         _set_security_headers(response.headers, settings)
+        if "started_at" in g:
+            # The route pattern, not the path: ids must not explode the label set.
+            HTTP_REQUEST_SECONDS.labels(request.method, request.endpoint or "unmatched", str(response.status_code)).observe(
+                time.perf_counter() - g.started_at
+            )
         return response
 
     @app.teardown_request

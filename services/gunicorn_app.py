@@ -1,6 +1,10 @@
 """Run the app factory under gunicorn, configured from settings (no config file)."""
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 from gunicorn.app.base import BaseApplication
 
 from shared.config import Settings
@@ -23,7 +27,22 @@ class WellbeingServer(BaseApplication):
         return create_app(self._settings)
 
 
+def _prepare_metrics_dir(settings: Settings) -> None:
+    """Workers share metrics through files; start each server with an empty folder."""
+    directory = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "prometheus")))
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def _child_exit(_server, worker) -> None:  # noqa: ANN001
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def serve(settings: Settings, host: str, port: int, *, workers: int | None = None) -> None:
+    _prepare_metrics_dir(settings)
     WellbeingServer(
         settings,
         {
@@ -39,5 +58,6 @@ def serve(settings: Settings, host: str, port: int, *, workers: int | None = Non
             "errorlog": "-",
             # Bound how long a slow client can hold a worker while sending headers.
             "limit_request_field_size": 8190,
+            "child_exit": _child_exit,
         },
     ).run()

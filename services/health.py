@@ -1,11 +1,13 @@
 """Liveness and readiness probes."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import text
 
 from services import context
 from services.auth import public
+from shared.metrics import render as render_metrics
+from shared.security import constant_time_equal
 
 bp = Blueprint("health", __name__)
 
@@ -22,6 +24,17 @@ def readyz():
     checks = {"database": _check_database(), "broker": _check_broker()}
     ready = all(v == "ok" for v in checks.values())
     return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
+
+
+@bp.get("/metrics")
+@public
+def metrics():
+    """Prometheus exposition; guarded by METRICS_TOKEN when one is configured."""
+    expected = context.settings().metrics_token
+    if expected and not constant_time_equal(request.headers.get("Authorization", ""), f"Bearer {expected}"):
+        return Response("metrics token required\n", status=401, mimetype="text/plain", headers={"WWW-Authenticate": "Bearer"})
+    body, content_type = render_metrics()
+    return Response(body, mimetype=content_type.split(";")[0], content_type=content_type)
 
 
 def _check_database() -> str:

@@ -47,6 +47,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, str]:
         "LOG_LEVEL": "INFO",
         "WEB_CONCURRENCY": "2",
         "WEB_THREADS": "4",
+        "METRICS_TOKEN": "",
     }
 
 
@@ -75,6 +76,7 @@ class Settings:
     log_level: str
     web_concurrency: int
     web_threads: int
+    metrics_token: str
     data_dir: Path
     smtp: SmtpSettings = field(repr=False)
 
@@ -177,6 +179,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         log_level=raw["LOG_LEVEL"].upper(),
         web_concurrency=web["WEB_CONCURRENCY"],
         web_threads=web["WEB_THREADS"],
+        metrics_token=raw["METRICS_TOKEN"],
         data_dir=_data_dir(env),
         smtp=_parse_smtp(raw["SMTP_URL"]),
     )

@@ -94,6 +94,13 @@ def test_production_api_serves_under_gunicorn(tmp_path):
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
         assert status == 200 and body["status"] == "ok"
+        for _ in range(20):
+            _get(f"http://127.0.0.1:{port}/healthz")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        # Summed across gunicorn's worker processes through the multiprocess directory.
+        line = next(x for x in metrics.splitlines() if x.startswith("wellbeing_http_request_duration_seconds_count") and 'endpoint="health.healthz"' in x)
+        assert float(line.rsplit(" ", 1)[1]) >= 20
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

@@ -5,11 +5,14 @@ every entry point calls :func:`configure` with its loaded settings before use.
 """
 from __future__ import annotations
 
+import time
+
 from celery import Celery, signals
 
 from shared.config import Settings
 from shared.db import Database
 from shared.logging import request_id_var, task_id_var
+from shared.metrics import TASK_FAILURES, TASK_SECONDS
 
 celery_app = Celery("wellbeing", include=["workers.tasks.mail"])
 _state: dict[str, object] = {}
@@ -70,13 +73,25 @@ def _carry_request_id(headers=None, **_kwargs) -> None:  # noqa: ANN001
         headers["request_id"] = request_id
 
 
+_task_started: dict[str, float] = {}
+
+
 @signals.task_prerun.connect
 def _bind_task_log_context(task_id=None, task=None, **_kwargs) -> None:  # noqa: ANN001
     task_id_var.set(task_id)
     request_id_var.set(getattr(task.request, "request_id", None) if task else None)
+    _task_started[task_id] = time.perf_counter()
 
 
 @signals.task_postrun.connect
-def _clear_task_log_context(**_kwargs) -> None:
+def _clear_task_log_context(task_id=None, task=None, state=None, **_kwargs) -> None:  # noqa: ANN001
+    started = _task_started.pop(task_id, None)
+    if started is not None and task is not None:
+        TASK_SECONDS.labels(task.name, (state or "unknown").lower()).observe(time.perf_counter() - started)
     task_id_var.set(None)
     request_id_var.set(None)
+
+
+@signals.task_failure.connect
+def _count_task_failure(sender=None, **_kwargs) -> None:  # noqa: ANN001
+    TASK_FAILURES.labels(getattr(sender, "name", "unknown")).inc()
