@@ -113,5 +113,40 @@ def org_create(name: str, admin_email: str, admin_password: str) -> None:
     click.echo(organisation.id)
 
 
+@main.group()
+def articles() -> None:
+    """Partner articles."""
+
+
+@articles.command("import")
+@click.option("--org", "org_id", required=True, type=int, help="Organisation id.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def articles_import(org_id: int, files: tuple[str, ...]) -> None:
+    """Import .txt, .md or .html partner articles as drafts (all or none) and report what was recognised."""
+    from pathlib import Path
+
+    from shared.domain import accounts
+    from shared.domain import articles as article_domain
+    from shared.errors import DomainError
+
+    database = _database(_settings())
+    uploads = [article_domain.Upload(Path(f).name, Path(f).read_bytes()) for f in files]
+    try:
+        with database.session(org_id) as session:
+            accounts.get_organisation(session, org_id)
+            results = article_domain.import_files(session, None, uploads)
+    except DomainError as error:
+        raise click.ClickException(error.detail) from None
+    for r in results:
+        partner = r["partner"]["name"] if r["partner"] else "none"
+        state = "duplicate of" if r["duplicate"] else "created"
+        click.echo(f"{r['filename']}: {state} article {r['article_id']}: {r['title']!r}{' (title proposed)' if r['title_proposed'] else ''}")
+        click.echo(
+            f"  partner: {partner}; bio: {'yes' if r['bio_found'] else 'no'}; sections: {r['sections']}; "
+            f"captions: {len(r['captions'])}; dropped: {', '.join(r['dropped_boilerplate']) or 'nothing'}; "
+            f"topics: {', '.join(r['suggested_topics']) or 'none'}"
+        )
+
+
 if __name__ == "__main__":
     main()

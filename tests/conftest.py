@@ -231,6 +231,8 @@ def celery_worker(settings):  # noqa: ANN001
     from workers.celery_app import celery_app, configure
 
     configure(settings)
+    # Tasks queued by earlier tests refer to rows that were wiped since: drop them.
+    celery_app.control.purge()
     with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
         yield worker
 

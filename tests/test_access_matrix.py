@@ -24,10 +24,29 @@ def _user_id(client, tenant) -> int:  # noqa: ANN001
     return tenant.admin_id
 
 
+def _partner_id(client, tenant) -> int:  # noqa: ANN001
+    import uuid
+
+    return client.post("/api/v1/partners", json={"name": f"Partner {uuid.uuid4().hex[:8]}"}, headers=tenant.headers).get_json()["id"]
+
+
+def _topic_id(client, tenant) -> int:  # noqa: ANN001
+    import uuid
+
+    return client.post("/api/v1/topics", json={"name": f"Topic {uuid.uuid4().hex[:8]}"}, headers=tenant.headers).get_json()["id"]
+
+
+def _article_id(client, tenant) -> int:  # noqa: ANN001
+    return client.post("/api/v1/articles", json={"title": "Access check", "body": "Text."}, headers=tenant.headers).get_json()["id"]
+
+
 # Path parameter name -> factory(client, tenant) returning an id owned by that tenant.
 RESOURCE_FACTORIES: dict[str, Callable] = {
     "token_id": _token_id,
     "user_id": _user_id,
+    "partner_id": _partner_id,
+    "topic_id": _topic_id,
+    "article_id": _article_id,
 }
 
 

@@ -14,7 +14,7 @@ from shared.db import Database
 from shared.logging import request_id_var, task_id_var
 from shared.metrics import TASK_FAILURES, TASK_SECONDS
 
-celery_app = Celery("wellbeing", include=["workers.tasks.mail"])
+celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.articles"])
 _state: dict[str, object] = {}
 
 
@@ -40,7 +40,9 @@ def configure(settings: Settings) -> Celery:
         # longest task so a slow task is not run twice while still running.
         broker_transport_options={"visibility_timeout": 3600} if settings.broker_url.startswith("redis") else {},
         task_default_queue="default",
-        beat_schedule={},
+        beat_schedule={
+            "publish-due-articles": {"task": "workers.tasks.articles.publish_due_articles", "schedule": 60.0},
+        },
         worker_hijack_root_logger=False,
     )
     return celery_app

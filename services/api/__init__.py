@@ -104,11 +104,11 @@ def init_api(app: Flask) -> WellbeingApi:
     app.register_error_handler(RateLimitExceeded, _on_rate_limited)
     app.register_error_handler(Exception, _on_unexpected)
 
-    from services.api import auth_tokens, docs, organisation, users
+    from services.api import articles, auth_tokens, docs, organisation, users
 
     from services.extensions import csrf
 
-    for module in (auth_tokens, users, organisation):
+    for module in (auth_tokens, users, organisation, articles):
         api.register_blueprint(module.blp, url_prefix=f"{API_PREFIX}{module.URL_PREFIX}")
         # Bearer tokens are not sent by browsers on their own: no CSRF to defend against.
         csrf.exempt(module.blp)

@@ -6,6 +6,8 @@ from flask import Flask
 from services import context
 from services.extensions import login_manager
 from services.web import views
+from services.web import articles as _article_pages  # noqa: F401  (registers routes on views.bp)
+from services.web import reader
 from services.web.session import load_user_from_session
 
 
@@ -15,6 +17,7 @@ def init_web(app: Flask) -> None:
     login_manager.session_protection = "strong"
     login_manager.user_loader(load_user_from_session)
     app.register_blueprint(views.bp)
+    app.register_blueprint(reader.bp)
 
     @app.context_processor
     def _console_globals():

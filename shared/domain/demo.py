@@ -16,6 +16,9 @@ DEMO_ADMIN_PASSWORD = "demo-password-2026"
 def ensure_demo_organisation(session: Session) -> Organisation:
     """Create the demo organisation and its HR admin once; later runs reuse them."""
     existing = session.scalar(select(Organisation).where(Organisation.slug == "demo-organisation"))
-    if existing is not None:
-        return existing
-    return accounts.create_organisation(session, DEMO_ORG_NAME, DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD)
+    organisation = existing or accounts.create_organisation(session, DEMO_ORG_NAME, DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD)
+    # The example partner article, through the same importer (its fingerprint makes this idempotent).
+    from shared.domain import articles
+
+    articles.seed_example_article(session, organisation.id)
+    return organisation

@@ -1,5 +1,7 @@
 """Every mapped model, imported here so metadata (and Alembic) sees them all."""
 from shared.db import Base
 from shared.models.tenancy import ApiToken, AuditEvent, Organisation, Role, User
+from shared.models.articles import Article, ArticleRevision, ArticleStatus, ArticleTransition, Partner, SourceFormat, Topic
 
 __all__ = ["ApiToken", "AuditEvent", "Base", "Organisation", "Role", "User"]
+__all__ += ["Article", "ArticleRevision", "ArticleStatus", "ArticleTransition", "Partner", "SourceFormat", "Topic"]
