@@ -114,6 +114,51 @@ def org_create(name: str, admin_email: str, admin_password: str) -> None:
 
 
 @main.group()
+def employees() -> None:
+    """Employees (HRIS import)."""
+
+
+@employees.command("import")
+@click.option("--org", "org_id", required=True, type=int, help="Organisation id.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--atomic", is_flag=True, help="Any error: apply nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate and report only.")
+@click.option("--mark-missing-as-left", is_flag=True, help="Full sync: employees absent from the file become 'left'.")
+def employees_import(org_id: int, file: str, atomic: bool, dry_run: bool, mark_missing_as_left: bool) -> None:
+    """Import employees from an HRIS CSV file (streamed: any size). Exit status 1 if any row was bad."""
+    from shared.domain import accounts
+    from shared.domain.employee_import import ImportOptions, import_employees
+    from shared.errors import DomainError
+    from shared.models import ImportMode
+
+    database = _database(_settings())
+    mode = ImportMode.DRY_RUN if dry_run else ImportMode.ATOMIC if atomic else ImportMode.PARTIAL
+    session = database.open(org_id)
+    try:
+        try:
+            org = accounts.get_organisation(session, org_id)
+        except DomainError as error:
+            raise click.ClickException(error.detail) from None
+        options = ImportOptions(mode=mode, mark_missing_as_left=mark_missing_as_left, default_timezone=org.default_timezone)
+        report = import_employees(session, lambda: open(file, "rb"), options, None, commit=session.commit)
+        session.commit()
+    finally:
+        session.close()
+    for error in report.errors:
+        column = f", column {error['column']}" if error["column"] else ""
+        click.echo(f"line {error['line']}{column}: {error['kind']}: {error['message']}", err=True)
+    if report.error_count > len(report.errors):
+        click.echo(f"... and {report.error_count - len(report.errors)} more errors", err=True)
+    click.echo(
+        f"{mode.value}: rows {report.rows_total}, created {report.created}, updated {report.updated}, "
+        f"unchanged {report.unchanged}, marked left {report.marked_left}, rows with errors {report.error_rows}, "
+        f"{'applied' if report.applied else 'nothing applied'}"
+    )
+    if report.error_rows:
+        sys.exit(1)
+
+
+@main.group()
 def articles() -> None:
     """Partner articles."""
 

@@ -40,6 +40,29 @@ def _article_id(client, tenant) -> int:  # noqa: ANN001
     return client.post("/api/v1/articles", json={"title": "Access check", "body": "Text."}, headers=tenant.headers).get_json()["id"]
 
 
+def _employee_id(client, tenant) -> int:  # noqa: ANN001
+    import uuid
+
+    key = uuid.uuid4().hex[:8]
+    body = {"external_id": f"X{key}", "email": f"x{key}@example.com", "first_name": "Access", "last_name": "Check"}
+    return client.post("/api/v1/employees", json=body, headers=tenant.headers).get_json()["id"]
+
+
+def _job_id(client, tenant) -> int:  # noqa: ANN001
+    data = b"external_id,email,first_name,last_name,department,team,manager_external_id,timezone\n"
+    return client.post("/api/v1/employees/import", data=data, headers={**tenant.headers, "Content-Type": "text/csv"}).get_json()["id"]
+
+
+def _program_id(client, tenant) -> int:  # noqa: ANN001
+    return client.post("/api/v1/programs", json={"name": "Access check", "status": "open"}, headers=tenant.headers).get_json()["id"]
+
+
+def _enrolment_id(client, tenant) -> int:  # noqa: ANN001
+    program_id = _program_id(client, tenant)
+    body = {"employee_id": _employee_id(client, tenant)}
+    return client.post(f"/api/v1/programs/{program_id}/enrolments", json=body, headers=tenant.headers).get_json()["items"][0]["id"]
+
+
 # Path parameter name -> factory(client, tenant) returning an id owned by that tenant.
 RESOURCE_FACTORIES: dict[str, Callable] = {
     "token_id": _token_id,
@@ -47,6 +70,10 @@ RESOURCE_FACTORIES: dict[str, Callable] = {
     "partner_id": _partner_id,
     "topic_id": _topic_id,
     "article_id": _article_id,
+    "employee_id": _employee_id,
+    "job_id": _job_id,
+    "program_id": _program_id,
+    "enrolment_id": _enrolment_id,
 }
 
 

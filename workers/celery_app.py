@@ -14,7 +14,7 @@ from shared.db import Database
 from shared.logging import request_id_var, task_id_var
 from shared.metrics import TASK_FAILURES, TASK_SECONDS
 
-celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.articles"])
+celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.articles", "workers.tasks.employee_import"])
 _state: dict[str, object] = {}
 
 

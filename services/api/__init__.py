@@ -105,10 +105,11 @@ def init_api(app: Flask) -> WellbeingApi:
     app.register_error_handler(Exception, _on_unexpected)
 
     from services.api import articles, auth_tokens, docs, organisation, users
+    from services.api import employees, programs
 
     from services.extensions import csrf
 
-    for module in (auth_tokens, users, organisation, articles):
+    for module in (auth_tokens, users, organisation, articles, employees, programs):
         api.register_blueprint(module.blp, url_prefix=f"{API_PREFIX}{module.URL_PREFIX}")
         # Bearer tokens are not sent by browsers on their own: no CSRF to defend against.
         csrf.exempt(module.blp)

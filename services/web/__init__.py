@@ -8,6 +8,8 @@ from services.extensions import login_manager
 from services.web import views
 from services.web import articles as _article_pages  # noqa: F401  (registers routes on views.bp)
 from services.web import reader
+from services.web import preferences
+from services.web import employees as _employee_pages  # noqa: F401  (registers routes on views.bp)
 from services.web.session import load_user_from_session
 
 
@@ -18,6 +20,7 @@ def init_web(app: Flask) -> None:
     login_manager.user_loader(load_user_from_session)
     app.register_blueprint(views.bp)
     app.register_blueprint(reader.bp)
+    app.register_blueprint(preferences.bp)
 
     @app.context_processor
     def _console_globals():

@@ -2,6 +2,12 @@
 from shared.db import Base
 from shared.models.tenancy import ApiToken, AuditEvent, Organisation, Role, User
 from shared.models.articles import Article, ArticleRevision, ArticleStatus, ArticleTransition, Partner, SourceFormat, Topic
+from shared.models.employees import (
+    Consent, ConsentKind, ConsentSource, Employee, EmployeeStatus, Enrolment, EnrolmentEvent, EnrolmentStatus,
+    ImportChunk, ImportJob, ImportMode, ImportStatus, Program, ProgramStatus,
+)
 
 __all__ = ["ApiToken", "AuditEvent", "Base", "Organisation", "Role", "User"]
 __all__ += ["Article", "ArticleRevision", "ArticleStatus", "ArticleTransition", "Partner", "SourceFormat", "Topic"]
+__all__ += ["Consent", "ConsentKind", "ConsentSource", "Employee", "EmployeeStatus", "Enrolment", "EnrolmentEvent", "EnrolmentStatus"]
+__all__ += ["ImportChunk", "ImportJob", "ImportMode", "ImportStatus", "Program", "ProgramStatus"]

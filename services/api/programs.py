@@ -1,0 +1,164 @@
+"""Wellbeing programs, enrolments (single and bulk), withdrawals, the waitlist and its history."""
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+
+from services import context
+from services.api.employees import _csv_response
+from shared.domain import employees, programs
+from shared.pagination import paginate
+from shared.schemas.common import PageQuerySchema, page_of
+from shared.schemas.employees import (
+    BulkWithdrawSchema,
+    EnrolmentEventSchema,
+    EnrolmentQuerySchema,
+    EnrolmentRequestSchema,
+    EnrolmentResultSchema,
+    EnrolmentSchema,
+    ProgramQuerySchema,
+    ProgramSchema,
+    ProgramUpdateSchema,
+)
+
+URL_PREFIX = "/programs"
+blp = Blueprint("programs", __name__, description="Wellbeing programs, enrolment and waitlist")
+
+
+def _with_counts(session, program):  # noqa: ANN001
+    program.counts = programs.counts(session, program.id)
+    return program
+
+
+def _with_positions(session, program_id: int, items):  # noqa: ANN001
+    positions = programs.waitlist_positions(session, program_id)
+    for enrolment in items:
+        enrolment.waitlist_position = positions.get(enrolment.id)
+        enrolment.employee = session.get(programs.Employee, enrolment.employee_id)
+    return items
+
+
+@blp.route("")
+class ProgramListView(MethodView):
+    @blp.arguments(ProgramQuerySchema, location="query")
+    @blp.response(200, page_of(ProgramSchema))
+    def get(self, query):
+        """List programs"""
+        session = context.get_session()
+        page = paginate(session, programs.programs_query(query.get("status"), query.get("q")), query["page"], query["per_page"])
+        for program in page.items:
+            _with_counts(session, program)
+        return page
+
+    @blp.arguments(ProgramSchema)
+    @blp.response(201, ProgramSchema)
+    def post(self, body):
+        """Create a program"""
+        session = context.get_session()
+        return _with_counts(session, programs.create_program(session, context.current_user(), body))
+
+
+@blp.route("/<int:program_id>")
+class ProgramItemView(MethodView):
+    @blp.response(200, ProgramSchema)
+    def get(self, program_id):
+        """One program with its enrolment counts"""
+        session = context.get_session()
+        return _with_counts(session, programs.get_program(session, program_id))
+
+    @blp.arguments(ProgramUpdateSchema)
+    @blp.response(200, ProgramSchema)
+    def patch(self, body, program_id):
+        """Change a program; raising the capacity promotes from the waitlist"""
+        session = context.get_session()
+        return _with_counts(session, programs.update_program(session, context.current_user(), program_id, body))
+
+    @blp.response(204)
+    def delete(self, program_id):
+        """Delete a program and its enrolments"""
+        programs.delete_program(context.get_session(), context.current_user(), program_id)
+
+
+@blp.route("/<int:program_id>/enrolments")
+class EnrolmentListView(MethodView):
+    @blp.arguments(EnrolmentQuerySchema, location="query")
+    @blp.response(200, page_of(EnrolmentSchema))
+    def get(self, query, program_id):
+        """Enrolments of a program (filter by status; the waitlist in order)"""
+        session = context.get_session()
+        programs.get_program(session, program_id)
+        page = paginate(session, programs.enrolments_query(program_id, query.get("status")), query["page"], query["per_page"])
+        _with_positions(session, program_id, page.items)
+        return page
+
+    @blp.arguments(EnrolmentRequestSchema)
+    @blp.response(201, EnrolmentResultSchema)
+    def post(self, body, program_id):
+        """Enrol one (`employee_id`) or many (`employee_ids`) employees; past capacity they join the waitlist"""
+        session = context.get_session()
+        programs.get_program(session, program_id)
+        ids = body.get("employee_ids") or ([body["employee_id"]] if "employee_id" in body else [])
+        if not ids:
+            abort(422, message="The request has invalid fields; see errors.", errors={"json": {"employee_id": ["Give employee_id or employee_ids."]}})
+        actor = context.current_user()
+        items = [programs.enrol(session, actor, program_id, employee_id) for employee_id in dict.fromkeys(ids)]
+        return {"items": _with_positions(session, program_id, items)}
+
+
+@blp.route("/<int:program_id>/enrolments/withdraw")
+class BulkWithdrawView(MethodView):
+    @blp.arguments(BulkWithdrawSchema)
+    @blp.response(200, EnrolmentResultSchema)
+    def post(self, body, program_id):
+        """Withdraw many employees at once; freed places go to the waitlist in order"""
+        session = context.get_session()
+        programs.get_program(session, program_id)
+        if not body.get("employee_ids"):
+            abort(422, message="The request has invalid fields; see errors.", errors={"json": {"employee_ids": ["Missing data for required field."]}})
+        actor = context.current_user()
+        items = [programs.withdraw(session, actor, program_id, employee_id) for employee_id in dict.fromkeys(body["employee_ids"])]
+        return {"items": _with_positions(session, program_id, items)}
+
+
+@blp.route("/<int:program_id>/enrolments/<int:enrolment_id>")
+class EnrolmentItemView(MethodView):
+    @blp.response(200, EnrolmentSchema)
+    def get(self, program_id, enrolment_id):
+        """One enrolment"""
+        session = context.get_session()
+        return _with_positions(session, program_id, [programs.get_enrolment(session, program_id, enrolment_id)])[0]
+
+    @blp.response(200, EnrolmentSchema)
+    def delete(self, program_id, enrolment_id):
+        """Withdraw the employee (the enrolment stays in the history as `withdrawn`)"""
+        session = context.get_session()
+        enrolment = programs.get_enrolment(session, program_id, enrolment_id)
+        enrolment = programs.withdraw(session, context.current_user(), program_id, enrolment.employee_id)
+        return _with_positions(session, program_id, [enrolment])[0]
+
+
+@blp.route("/<int:program_id>/enrolment-events")
+class EnrolmentEventsView(MethodView):
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, page_of(EnrolmentEventSchema))
+    def get(self, query, program_id):
+        """Enrolment history: enrolled, waitlisted, promoted, withdrawn (newest first)"""
+        session = context.get_session()
+        programs.get_program(session, program_id)
+        return paginate(session, programs.events_query(program_id), query["page"], query["per_page"])
+
+
+@blp.route("/<int:program_id>/enrolments/export.csv")
+class EnrolmentExportView(MethodView):
+    @blp.response(200, content_type="text/csv")
+    def get(self, program_id):
+        """Enrolments and waitlist as CSV; safe against formula injection"""
+        programs.get_program(context.get_session(), program_id)
+        org_id = context.current_user().org_id
+        database = context.database()
+
+        def generate():
+            with database.session(org_id) as session:
+                yield from employees.csv_lines(programs.EXPORT_HEADER, programs.export_rows(session, program_id))
+
+        return _csv_response(generate(), f"program-{program_id}-enrolments.csv")
