@@ -193,5 +193,50 @@ def articles_import(org_id: int, files: tuple[str, ...]) -> None:
         )
 
 
+@main.group()
+def digest() -> None:
+    """Weekly digests."""
+
+
+@digest.command("run")
+@click.option("--org", "org_id", required=True, type=int, help="Organisation id.")
+@click.option("--week", default=None, help="ISO week, e.g. 2026-W48 (default: the current week).")
+@click.option("--inline", is_flag=True, help="Send from this process instead of handing the batches to the workers.")
+def digest_run(org_id: int, week: str | None, inline: bool) -> None:
+    """Start a digest run by hand: every eligible employee without this week's digest gets it now."""
+    import os as _os
+    import socket
+
+    from shared.domain import accounts, digests
+    from shared.errors import DomainError
+
+    settings = _settings()
+    database = _database(settings)
+    try:
+        with database.session(org_id) as session:
+            accounts.get_organisation(session, org_id)
+            run, batches = digests.start_run(session, None, week)
+    except DomainError as error:
+        raise click.ClickException(error.detail) from None
+    click.echo(f"run {run.id} for {run.iso_week}: {run.created_count} sends created, {len(batches)} batches")
+    if inline:
+        worker = f"{socket.gethostname()}:{_os.getpid()}:cli"
+        limiter = digests.RateLimiter(settings.broker_url)
+        pending = list(batches)
+        while pending:
+            outcome = digests.process_batch(database, settings, org_id, pending.pop(0), worker, limiter=limiter)
+            if outcome.retry_ids:
+                click.echo(f"{len(outcome.retry_ids)} sends hit temporary errors; the workers retry them", err=True)
+    else:
+        from workers.celery_app import configure
+        from workers.tasks.digests import enqueue_batches
+
+        configure(settings)
+        enqueue_batches(org_id, batches)
+    with database.session(org_id) as session:
+        counts = digests.run_counts(session, [run.id])[run.id]
+    click.echo(", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
 if __name__ == "__main__":
     main()

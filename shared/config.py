@@ -48,6 +48,8 @@ def _defaults(env: Mapping[str, str]) -> dict[str, str]:
         "WEB_CONCURRENCY": "2",
         "WEB_THREADS": "4",
         "METRICS_TOKEN": "",
+        "WELLBEING_DIGEST_RETRY_BASE_SECONDS": "30",
+        "WELLBEING_DIGEST_RETRY_MAX_SECONDS": "3600",
     }
 
 
@@ -77,6 +79,8 @@ class Settings:
     web_concurrency: int
     web_threads: int
     metrics_token: str
+    digest_retry_base_seconds: float
+    digest_retry_max_seconds: float
     data_dir: Path
     smtp: SmtpSettings = field(repr=False)
 
@@ -126,6 +130,16 @@ def _positive_int(variable: str, value: str) -> int:
         number = 0
     if number < 1:
         raise ConfigError(variable, f"must be a positive whole number, got {value!r}")
+    return number
+
+
+def _positive_float(variable: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if number <= 0:
+        raise ConfigError(variable, f"must be a positive number of seconds, got {value!r}")
     return number
 
 
@@ -180,6 +194,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         web_concurrency=web["WEB_CONCURRENCY"],
         web_threads=web["WEB_THREADS"],
         metrics_token=raw["METRICS_TOKEN"],
+        digest_retry_base_seconds=_positive_float("WELLBEING_DIGEST_RETRY_BASE_SECONDS", raw["WELLBEING_DIGEST_RETRY_BASE_SECONDS"]),
+        digest_retry_max_seconds=_positive_float("WELLBEING_DIGEST_RETRY_MAX_SECONDS", raw["WELLBEING_DIGEST_RETRY_MAX_SECONDS"]),
         data_dir=_data_dir(env),
         smtp=_parse_smtp(raw["SMTP_URL"]),
     )

@@ -63,6 +63,29 @@ def _enrolment_id(client, tenant) -> int:  # noqa: ANN001
     return client.post(f"/api/v1/programs/{program_id}/enrolments", json=body, headers=tenant.headers).get_json()["items"][0]["id"]
 
 
+def _run_id(client, tenant) -> int:  # noqa: ANN001
+    return client.post("/api/v1/digests/runs", json={"week": "2026-W48"}, headers=tenant.headers).get_json()["id"]
+
+
+def _send_id(client, tenant) -> int:  # noqa: ANN001
+    employee_id = _employee_id(client, tenant)
+    _run_id(client, tenant)
+    return client.get(f"/api/v1/digests/sends?employee_id={employee_id}", headers=tenant.headers).get_json()["items"][0]["id"]
+
+
+def _suppression_id(client, tenant) -> int:  # noqa: ANN001
+    import uuid
+
+    from shared.db import utcnow
+    from shared.models import SuppressedAddress
+
+    with client.application.extensions["wellbeing.db"].session(tenant.org_id) as session:
+        row = SuppressedAddress(email=f"s{uuid.uuid4().hex[:8]}@example.com", hard_failures=3, suppressed_at=utcnow())
+        session.add(row)
+        session.flush()
+        return row.id
+
+
 # Path parameter name -> factory(client, tenant) returning an id owned by that tenant.
 RESOURCE_FACTORIES: dict[str, Callable] = {
     "token_id": _token_id,
@@ -74,6 +97,9 @@ RESOURCE_FACTORIES: dict[str, Callable] = {
     "job_id": _job_id,
     "program_id": _program_id,
     "enrolment_id": _enrolment_id,
+    "run_id": _run_id,
+    "send_id": _send_id,
+    "suppression_id": _suppression_id,
 }
 
 

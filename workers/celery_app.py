@@ -14,7 +14,7 @@ from shared.db import Database
 from shared.logging import request_id_var, task_id_var
 from shared.metrics import TASK_FAILURES, TASK_SECONDS
 
-celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.articles", "workers.tasks.employee_import"])
+celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.articles", "workers.tasks.employee_import", "workers.tasks.digests"])
 _state: dict[str, object] = {}
 
 
@@ -42,6 +42,8 @@ def configure(settings: Settings) -> Celery:
         task_default_queue="default",
         beat_schedule={
             "publish-due-articles": {"task": "workers.tasks.articles.publish_due_articles", "schedule": 60.0},
+            "digest-due-check": {"task": "workers.tasks.digests.due_check_all", "schedule": 300.0},
+            "digest-recovery": {"task": "workers.tasks.digests.recover_digest_sends", "schedule": 60.0},
         },
         worker_hijack_root_logger=False,
     )

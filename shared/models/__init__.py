@@ -11,3 +11,7 @@ __all__ = ["ApiToken", "AuditEvent", "Base", "Organisation", "Role", "User"]
 __all__ += ["Article", "ArticleRevision", "ArticleStatus", "ArticleTransition", "Partner", "SourceFormat", "Topic"]
 __all__ += ["Consent", "ConsentKind", "ConsentSource", "Employee", "EmployeeStatus", "Enrolment", "EnrolmentEvent", "EnrolmentStatus"]
 __all__ += ["ImportChunk", "ImportJob", "ImportMode", "ImportStatus", "Program", "ProgramStatus"]
+from shared.models.digests import (  # noqa: E402
+    DigestItem, DigestRun, DigestSend, DigestSettings, PulseResponse, RunTrigger, SendState, SuppressedAddress,
+)
+__all__ += ["DigestItem", "DigestRun", "DigestSend", "DigestSettings", "PulseResponse", "RunTrigger", "SendState", "SuppressedAddress"]

@@ -1,0 +1,255 @@
+"""Turning one employee's digest into an email: personalisation (which articles, which
+programs), signed links, Jinja HTML + plain text with inlined CSS, localised dates and
+the RFC 2369 / RFC 8058 unsubscribe headers. No database writes here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+import quopri
+import uuid
+from email.header import Header
+from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote
+
+import css_inline
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from shared import security
+from shared.config import Settings
+from shared.domain import articles as article_domain
+from shared.domain import employees as employee_domain
+from shared.domain.digest_schedule import week_start
+from shared.models import Article, Employee, Organisation, Program
+
+MAX_ARTICLES = 5
+LINK_MAX_AGE_SECONDS = 365 * 24 * 3600
+UNSUBSCRIBE_PURPOSE = "digest-unsubscribe"
+PULSE_PURPOSE = "digest-pulse"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "digests"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+
+
+@lru_cache(maxsize=1)
+def _inliner() -> css_inline.CSSInliner:
+    return css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+@lru_cache(maxsize=64)
+def _locale(tag: str) -> Locale:
+    try:
+        return Locale.parse(tag.replace("-", "_")) if tag else Locale.parse("en_GB")
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en_GB")
+
+
+def mail_domain(settings: Settings) -> str:
+    return settings.mail_from.rsplit("@", 1)[-1].strip().rstrip(">").strip() or "localhost"
+
+
+def message_id(settings: Settings, send_id: int, iso_week: str) -> str:
+    """Deterministic: the same send always carries the same Message-ID."""
+    return f"<digest-{send_id}-{iso_week}@{mail_domain(settings)}>"
+
+
+# ---- signed links ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EmployeeLink:
+    org_id: int
+    employee_id: int
+    epoch: int
+    preview: bool
+    iso_week: str | None = None
+    score: int | None = None
+
+
+def _sign(secret: str, purpose: str, employee: Employee, preview: bool, **extra: object) -> str:
+    payload: dict = {"o": employee.org_id, "e": employee.id, "v": employee.link_epoch, **extra}
+    if preview:
+        payload["t"] = 1
+    return security.LinkSigner(secret, purpose).sign(payload)
+
+
+def _read(secret: str, purpose: str, token: str) -> dict | None:
+    payload = security.LinkSigner(secret, purpose).verify(token, LINK_MAX_AGE_SECONDS)
+    if not isinstance(payload, dict):
+        return None
+    if not all(isinstance(payload.get(k), int) for k in ("o", "e", "v")):
+        return None
+    return payload
+
+
+def unsubscribe_token(secret: str, employee: Employee, preview: bool = False) -> str:
+    return _sign(secret, UNSUBSCRIBE_PURPOSE, employee, preview)
+
+
+def read_unsubscribe_token(secret: str, token: str) -> EmployeeLink | None:
+    payload = _read(secret, UNSUBSCRIBE_PURPOSE, token)
+    if payload is None:
+        return None
+    return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")))
+
+
+def pulse_token(secret: str, employee: Employee, iso_week: str, score: int, preview: bool = False) -> str:
+    return _sign(secret, PULSE_PURPOSE, employee, preview, w=iso_week, s=score)
+
+
+def read_pulse_token(secret: str, token: str) -> EmployeeLink | None:
+    payload = _read(secret, PULSE_PURPOSE, token)
+    if payload is None or not isinstance(payload.get("w"), str) or payload.get("s") not in (1, 2, 3, 4, 5):
+        return None
+    return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")), payload["w"], payload["s"])
+
+
+# ---- personalisation ---------------------------------------------------------------------
+
+def _slugs(names: list[str] | None) -> set[str]:
+    return {article_domain.slugify_topic(n) for n in names or [] if n and n.strip()}
+
+
+def choose_articles(candidates: list[Article], received: set[int], employee_topics: list[str] | None,
+                    program_topics: list[str] | None, limit: int = MAX_ARTICLES) -> list[Article]:
+    """Articles matching the employee's topics or their programs' topics first, then the
+    most recent; never one already received. ``candidates`` come newest first."""
+    wanted = _slugs(employee_topics) | _slugs(program_topics)
+    fresh = [a for a in candidates if a.id not in received]
+    matching = [a for a in fresh if wanted and {t.slug for t in a.topics} & wanted]
+    chosen = matching[:limit]
+    if len(chosen) < limit:
+        chosen_ids = {a.id for a in chosen}
+        chosen += [a for a in fresh if a.id not in chosen_ids][: limit - len(chosen)]
+    return chosen
+
+
+def program_line(program: Program, today: date, locale: Locale) -> str:
+    def fmt(d: date) -> str:
+        return format_date(d, format="long", locale=locale)
+
+    if program.starts_on and program.starts_on > today:
+        return f"starts {fmt(program.starts_on)}"
+    if program.ends_on:
+        return f"runs until {fmt(program.ends_on)}"
+    return "under way"
+
+
+# ---- rendering ---------------------------------------------------------------------------
+
+@dataclass
+class RenderedDigest:
+    subject: str
+    html: str
+    text: str
+    article_ids: list[int]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.article_ids
+
+
+def render(settings: Settings, organisation: Organisation, employee: Employee, iso_week: str, chosen: list[Article],
+           programs: list[Program], today: date, preview: bool = False) -> RenderedDigest:
+    secret, base = settings.secret_key, settings.public_url
+    locale = _locale(employee.locale or organisation.default_locale)
+    week_label = format_date(week_start(iso_week), format="long", locale=locale)
+    track = employee.analytics_consent and not preview
+    article_rows = [
+        {
+            "title": a.title,
+            "summary": a.summary,
+            "reading_minutes": a.reading_minutes,
+            "partner": a.partner.name if a.partner else "",
+            "topics": [t.name for t in a.topics],
+            # The employee id rides in the link (so a read counts as activity) only with analytics consent.
+            "url": article_domain.article_link(base, secret, organisation.id, a.id, employee.id if track else None),
+        }
+        for a in chosen
+    ]
+    unsubscribe_url = f"{base}/u/{unsubscribe_token(secret, employee, preview)}"
+    context = {
+        "lang": str(locale).replace("_", "-"),
+        "colour": organisation.brand_colour if _is_colour(organisation.brand_colour) else "#2f6f4f",
+        "organisation_name": organisation.name,
+        "first_name": employee.first_name,
+        "heading": f"Your wellbeing digest, week of {week_label}",
+        "subject": f"{organisation.name}: your wellbeing digest, week of {week_label}",
+        "articles": article_rows,
+        "programs": [{"name": p.name, "when": program_line(p, today, locale)} for p in programs],
+        "pulse_links": [(s, f"{base}/pulse/{pulse_token(secret, employee, iso_week, s, preview)}") for s in range(1, 6)],
+        "preferences_url": f"{base}/p/{employee_domain.preference_token(secret, employee)}" if not preview else f"{base}/p/preview",
+        "unsubscribe_url": unsubscribe_url,
+    }
+    env = _environment()
+    html = _inliner().inline(env.get_template("digest.html").render(context))
+    text = env.get_template("digest.txt").render(context)
+    token = unsubscribe_url.rsplit("/", 1)[-1]
+    headers = {
+        "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{mail_domain(settings)}?subject={quote('unsubscribe ' + token)}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": f"Weekly wellbeing digest <digest.org-{organisation.id}.{mail_domain(settings)}>",
+        "Auto-Submitted": "auto-generated",
+        "Precedence": "bulk",
+    }
+    return RenderedDigest(context["subject"], html, text, [a.id for a in chosen], headers)
+
+
+def _is_colour(value: str | None) -> bool:
+    import re
+
+    return bool(value and re.fullmatch(r"#[0-9a-fA-F]{6}", value))
+
+
+def envelope_sender(settings: Settings) -> str:
+    return parseaddr(settings.mail_from)[1]
+
+
+def _header(value: str) -> str:
+    """A header value as 7-bit text (RFC 2047 encoded words only when needed)."""
+    try:
+        value.encode("ascii")
+        return value
+    except UnicodeEncodeError:
+        return Header(value, "utf-8").encode()
+
+
+def _address(value: str) -> str:
+    name, address = parseaddr(value)
+    return formataddr((name, address), charset="utf-8") if name else address
+
+
+def build_raw(settings: Settings, to: str, rendered: RenderedDigest, msg_id: str, subject_prefix: str = "",
+              now: datetime | None = None) -> bytes:
+    """The message as bytes: multipart/alternative, plain text first then HTML, both
+    UTF-8 quoted-printable. Assembled directly (the email package's header machinery
+    costs more than everything else on the sending path)."""
+    boundary = f"=_digest_{uuid.uuid4().hex}"
+    headers = [
+        ("From", _address(settings.mail_from)),
+        ("To", to),
+        ("Subject", _header(subject_prefix + rendered.subject)),
+        ("Date", format_datetime(now or datetime.now(timezone.utc))),
+        ("Message-ID", msg_id),
+        ("MIME-Version", "1.0"),
+        *rendered.headers.items(),
+        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+    ]
+    lines = [f"{name}: {value}" for name, value in headers]
+    parts = []
+    for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
+        encoded = quopri.encodestring(body.replace("\r\n", "\n").encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+        parts.append(f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
+                     f"Content-Transfer-Encoding: quoted-printable\r\n\r\n{encoded}\r\n")
+    return ("\r\n".join(lines) + "\r\n\r\n" + "".join(parts) + f"--{boundary}--\r\n").encode("ascii")
