@@ -238,5 +238,37 @@ def digest_run(org_id: int, week: str | None, inline: bool) -> None:
     click.echo(", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+@main.group()
+def reports() -> None:
+    """Anonymised activity reports."""
+
+
+@reports.command("build")
+@click.option("--org", "org_id", required=True, type=int, help="Organisation id.")
+@click.option("--week", "weeks", multiple=True, help="ISO week to rebuild, e.g. 2026-W48 (repeatable; default: weeks with new events).")
+def reports_build(org_id: int, weeks: tuple[str, ...]) -> None:
+    """Build report cells now, in this process (the nightly beat task does the same)."""
+    from shared.domain import accounts, activity, reports as report_domain
+    from shared.domain.digest_schedule import parse_iso_week
+    from shared.errors import DomainError
+
+    for week in weeks:
+        try:
+            parse_iso_week(week)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--week") from None
+    database = _database(_settings())
+    try:
+        with database.session(org_id) as session:
+            accounts.get_organisation(session, org_id)
+            synced = activity.sync_product_events(session)
+        with database.session(org_id) as session:
+            result = report_domain.build(session, list(weeks) or None)
+    except DomainError as error:
+        raise click.ClickException(error.detail) from None
+    click.echo(f"{synced.accepted} new events from digests, pulse answers and enrolments")
+    click.echo(f"{len(result.weeks)} weeks, {result.periods} periods, {result.cells} cells rebuilt")
+
+
 if __name__ == "__main__":
     main()

@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 
 from celery import Celery, signals
+from celery.schedules import crontab
 
 from shared.config import Settings
 from shared.db import Database
 from shared.logging import request_id_var, task_id_var
 from shared.metrics import TASK_FAILURES, TASK_SECONDS
 
-celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.articles", "workers.tasks.employee_import", "workers.tasks.digests"])
+celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.employee_import", "workers.tasks.articles", "workers.tasks.digests", "workers.tasks.reports"])
 _state: dict[str, object] = {}
 
 
@@ -44,6 +45,8 @@ def configure(settings: Settings) -> Celery:
             "publish-due-articles": {"task": "workers.tasks.articles.publish_due_articles", "schedule": 60.0},
             "digest-due-check": {"task": "workers.tasks.digests.due_check_all", "schedule": 300.0},
             "digest-recovery": {"task": "workers.tasks.digests.recover_digest_sends", "schedule": 60.0},
+            "reports-build-nightly": {"task": "workers.tasks.reports.build_reports_all", "schedule": crontab(hour=2, minute=15)},
+            "activity-retention": {"task": "workers.tasks.reports.purge_activity_all", "schedule": crontab(hour=3, minute=5)},
         },
         worker_hijack_root_logger=False,
     )

@@ -107,10 +107,11 @@ def init_api(app: Flask) -> WellbeingApi:
     from services.api import articles, auth_tokens, docs, organisation, users
     from services.api import employees, programs
     from services.api import digests
+    from services.api import reports
 
     from services.extensions import csrf
 
-    for module in (auth_tokens, users, organisation, articles, employees, programs, digests):
+    for module in (auth_tokens, users, organisation, articles, employees, programs, digests, reports):
         api.register_blueprint(module.blp, url_prefix=f"{API_PREFIX}{module.URL_PREFIX}")
         # Bearer tokens are not sent by browsers on their own: no CSRF to defend against.
         csrf.exempt(module.blp)

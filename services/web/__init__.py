@@ -12,6 +12,8 @@ from services.web import preferences
 from services.web import employees as _employee_pages  # noqa: F401  (registers routes on views.bp)
 from services.web import digest_links
 from services.web import digests as _digest_pages  # noqa: F401  (registers routes on views.bp)
+from services.web import privacy
+from services.web import reports as _report_pages  # noqa: F401  (registers routes on views.bp)
 from services.extensions import csrf
 from services.web.session import load_user_from_session
 
@@ -25,6 +27,7 @@ def init_web(app: Flask) -> None:
     app.register_blueprint(reader.bp)
     app.register_blueprint(preferences.bp)
     app.register_blueprint(digest_links.bp)
+    app.register_blueprint(privacy.bp)
     # Signed-token links: the RFC 8058 one-click POST comes from mail clients, without a CSRF token.
     csrf.exempt(digest_links.bp)
 

@@ -15,3 +15,9 @@ from shared.models.digests import (  # noqa: E402
     DigestItem, DigestRun, DigestSend, DigestSettings, PulseResponse, RunTrigger, SendState, SuppressedAddress,
 )
 __all__ += ["DigestItem", "DigestRun", "DigestSend", "DigestSettings", "PulseResponse", "RunTrigger", "SendState", "SuppressedAddress"]
+from shared.models.activity import (  # noqa: E402
+    EVENT_KINDS, ActivityEvent, ActivityLine, AnalyticsKey, ReleaseLog, ReportCell, ReportCellMember, ReportDirtyWeek,
+    ReportSettings,
+)
+__all__ += ["EVENT_KINDS", "ActivityEvent", "ActivityLine", "AnalyticsKey", "ReleaseLog", "ReportCell", "ReportCellMember"]
+__all__ += ["ReportDirtyWeek", "ReportSettings"]

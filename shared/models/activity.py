@@ -1,0 +1,181 @@
+"""Activity events (pseudonymous), the per-organisation analytics key, report settings,
+built report cells with their member sets, and the release log of the anonymity engine.
+
+Nothing here holds an email, a name or an employee id of the person an event is about:
+events carry a keyed HMAC of the employee id (``pseudonym``); the key lives in
+``analytics_keys``, never next to the events."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, TenantOwned, utcnow
+
+EVENT_KINDS = (
+    "digest_delivered",
+    "digest_clicked",
+    "article_read",
+    "pulse_answered",
+    "program_enrolled",
+    "session_attended",
+    "program_completed",
+)
+
+
+class AnalyticsKey(TenantOwned, Base):
+    """The organisation's HMAC key for pseudonyms (one per organisation)."""
+
+    __tablename__ = "analytics_keys"
+    __table_args__ = (UniqueConstraint("org_id", name="uq_analytics_keys_org_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    rotated_at: Mapped[datetime | None]
+
+
+class ActivityEvent(TenantOwned, Base):
+    """One thing an employee who consented to analytics did, stored pseudonymously with
+    the group attributes (department, team, manager line) they had when it happened."""
+
+    __tablename__ = "activity_events"
+    __table_args__ = (
+        UniqueConstraint("org_id", "event_id", name="uq_activity_events_org_id_event_id"),
+        Index("ix_activity_events_org_id_iso_week", "org_id", "iso_week"),
+        Index("ix_activity_events_org_id_pseudonym", "org_id", "pseudonym"),
+        Index("ix_activity_events_org_id_occurred_at", "org_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(24))
+    occurred_at: Mapped[datetime]
+    iso_week: Mapped[str] = mapped_column(String(8))
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    department: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    team: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    score: Mapped[int | None]
+    article_id: Mapped[int | None]
+    program_id: Mapped[int | None]
+    topic: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class ActivityLine(TenantOwned, Base):
+    """The manager chain of an event: one row per manager above the employee at the time
+    (``line`` is the manager's pseudonym, ``depth`` 1 for the direct manager)."""
+
+    __tablename__ = "activity_lines"
+    __table_args__ = (Index("ix_activity_lines_org_id_iso_week_line", "org_id", "iso_week", "line"),)
+
+    event_pk: Mapped[int] = mapped_column(ForeignKey("activity_events.id", ondelete="CASCADE"), primary_key=True)
+    line: Mapped[str] = mapped_column(String(64), primary_key=True)
+    depth: Mapped[int] = mapped_column(Integer)
+    iso_week: Mapped[str] = mapped_column(String(8))
+    # The next manager up (their pseudonym), so reporting lines form a tree.
+    parent_line: Mapped[str | None] = mapped_column(String(64))
+
+
+class ReportSettings(TenantOwned, Base):
+    __tablename__ = "report_settings"
+    __table_args__ = (UniqueConstraint("org_id", name="uq_report_settings_org_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_retention_months: Mapped[int] = mapped_column(Integer, default=13, server_default="13")
+    dp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    dp_mechanism: Mapped[str] = mapped_column(String(10), default="laplace", server_default="laplace")
+    epsilon_per_period: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
+    epsilon_per_value: Mapped[float] = mapped_column(Float, default=0.1, server_default="0.1")
+    # period -> [epsilon spent, delta spent]
+    budget_spent: Mapped[dict] = mapped_column(JSON, default=dict)
+    last_built_at: Mapped[datetime | None]
+
+
+class ReportDirtyWeek(TenantOwned, Base):
+    """A week whose events changed since its report cells were built."""
+
+    __tablename__ = "report_dirty_weeks"
+    __table_args__ = (UniqueConstraint("org_id", "iso_week", name="uq_report_dirty_weeks_org_id_iso_week"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iso_week: Mapped[str] = mapped_column(String(8))
+    marked_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class ReportCell(TenantOwned, Base):
+    """Measures of one group over one period (a week, or 4 / 12 weeks ending with it)."""
+
+    __tablename__ = "report_cells"
+    __table_args__ = (
+        UniqueConstraint("org_id", "window", "iso_week", "group_kind", "group_key", name="uq_report_cells_org_id_window"),
+        Index("ix_report_cells_org_id_iso_week", "org_id", "iso_week"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    window: Mapped[int] = mapped_column(Integer)  # 1, 4 or 12 weeks ending with iso_week
+    iso_week: Mapped[str] = mapped_column(String(8))
+    group_kind: Mapped[str] = mapped_column(String(12))  # org, department, team, line
+    group_key: Mapped[str] = mapped_column(String(201))
+    parent_key: Mapped[str | None] = mapped_column(String(201))
+    headcount: Mapped[int] = mapped_column(Integer, default=0)
+    participants: Mapped[int] = mapped_column(Integer, default=0)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    clicked: Mapped[int] = mapped_column(Integer, default=0)
+    respondents: Mapped[int] = mapped_column(Integer, default=0)
+    pulse_sum: Mapped[int] = mapped_column(Integer, default=0)
+    pulse_answers: Mapped[int] = mapped_column(Integer, default=0)
+    readers: Mapped[int] = mapped_column(Integer, default=0)
+    enrolments: Mapped[int] = mapped_column(Integer, default=0)
+    attendances: Mapped[int] = mapped_column(Integer, default=0)
+    completions: Mapped[int] = mapped_column(Integer, default=0)
+    built_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class ReportCellMember(TenantOwned, Base):
+    """Who feeds a cell, by pseudonym, per member set: ``all`` (participants), ``pulse``
+    (respondents), ``score:N``, ``topic:<name>``, ``enrolled``, ``completed``.
+    Read only by the anonymity engine; never returned."""
+
+    __tablename__ = "report_cell_members"
+    __table_args__ = (Index("ix_report_cell_members_cell_id_member_set", "cell_id", "member_set"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("report_cells.id", ondelete="CASCADE"))
+    member_set: Mapped[str] = mapped_column(String(110))
+    pseudonym: Mapped[str] = mapped_column(String(64))
+
+
+class ReleaseLog(TenantOwned, Base):
+    """A member set already shown to someone in the organisation (server-side only)."""
+
+    __tablename__ = "report_release_log"
+    __table_args__ = (
+        UniqueConstraint("org_id", "period", "group_id", "set_hash", name="uq_report_release_log_org_id_period"),
+        Index("ix_report_release_log_org_id_released_at", "org_id", "released_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(String(40))
+    group_id: Mapped[str] = mapped_column(String(260))
+    set_hash: Mapped[str] = mapped_column(String(64))
+    members: Mapped[list] = mapped_column(JSON)
+    released_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+__all__ = [
+    "EVENT_KINDS", "ActivityEvent", "ActivityLine", "AnalyticsKey", "ReleaseLog", "ReportCell", "ReportCellMember",
+    "ReportDirtyWeek", "ReportSettings",
+]
