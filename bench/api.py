@@ -12,42 +12,19 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._load import run_load  # noqa: E402
+from bench._support import free_port, prepare_database  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def prepare_database(admin_url: str | None, workdir: Path) -> tuple[str, callable]:
-    if not admin_url:
-        return f"sqlite:///{workdir / 'bench.db'}", lambda: None
-    from sqlalchemy import create_engine, text
-
-    name = f"wellbeing_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
 
 
 def seed(database_url: str, users: int) -> str:

@@ -12,7 +12,6 @@ Target (issue 6): the pipeline at >= 50% of the raw loop's rate.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import smtplib
@@ -28,11 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._support import free_port, prepare_database  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- the sink: a separate process that accepts and counts --------------------------------
@@ -49,7 +45,6 @@ def serve_sink(port: int) -> None:
 
     controller = Controller(Counting(), hostname="127.0.0.1", port=port)
     controller.start()
-    stop = asyncio.Event()  # noqa: F841
     signal.sigwait([signal.SIGTERM, signal.SIGINT]) if hasattr(signal, "sigwait") else time.sleep(1e9)
     controller.stop()
 
@@ -66,23 +61,6 @@ def start_sink(port: int) -> subprocess.Popen:
 
 
 # ---- setup -------------------------------------------------------------------------------
-
-def prepare_database(admin_url: str | None, workdir: Path):  # noqa: ANN201
-    if not admin_url:
-        return f"sqlite:///{workdir / 'bench.db'}", lambda: None
-    from sqlalchemy import create_engine, text
-
-    name = f"wellbeing_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
-
 
 def seed_org(db, n: int, label: str) -> int:  # noqa: ANN001
     from sqlalchemy import insert

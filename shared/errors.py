@@ -33,3 +33,27 @@ class InvalidInput(DomainError):
 
     status = 422
     title = "Unprocessable content"
+
+
+class PreconditionFailed(DomainError):
+    """An If-Match names a version that is no longer current."""
+
+    status = 412
+    title = "Precondition failed"
+
+
+class PreconditionRequired(DomainError):
+    """An update came without If-Match, so it could overwrite a concurrent edit."""
+
+    status = 428
+    title = "Precondition required"
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    title = "Content too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    title = "Unsupported media type"

@@ -18,7 +18,15 @@ from sqlalchemy.orm.exc import StaleDataError
 from shared import security
 from shared.db import across_tenants, utcnow
 from shared.domain import article_content, article_import, audit
-from shared.errors import Conflict, DomainError, InvalidInput, NotFound
+from shared.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    PreconditionRequired,
+    UnsupportedMediaType,
+)
 from shared.models import Article, ArticleRevision, ArticleStatus, ArticleTransition, Organisation, Partner, SourceFormat, Topic, User
 from shared.pagination import Page, paginate
 
@@ -56,26 +64,6 @@ TRANSITIONS: dict[str, tuple[frozenset[ArticleStatus], ArticleStatus]] = {
     "archive": (frozenset({ArticleStatus.PUBLISHED}), ArticleStatus.ARCHIVED),
     "restore": (frozenset({ArticleStatus.ARCHIVED}), ArticleStatus.DRAFT),
 }
-
-
-class PreconditionFailed(DomainError):
-    status = 412
-    title = "Precondition failed"
-
-
-class PreconditionRequired(DomainError):
-    status = 428
-    title = "Precondition required"
-
-
-class PayloadTooLarge(DomainError):
-    status = 413
-    title = "Content too large"
-
-
-class UnsupportedMediaType(DomainError):
-    status = 415
-    title = "Unsupported media type"
 
 
 def _actor_label(actor: User | None) -> str:
