@@ -142,10 +142,7 @@ def article_detail(article_id: int):
 
 
 def _article_or_404(session, article_id: int):  # noqa: ANN001
-    try:
-        return articles.get_article(session, article_id)
-    except DomainError:
-        abort(404)
+    return articles.get_article(session, article_id)
 
 
 @bp.route("/articles/<int:article_id>/edit", methods=["GET", "POST"])
@@ -304,10 +301,7 @@ def _partner_data(form: PartnerForm) -> dict:
 @console_roles(Role.HR_ADMIN)
 def partner_edit(partner_id: int):
     session = context.get_session()
-    try:
-        partner = articles.get_partner(session, partner_id)
-    except DomainError:
-        abort(404)
+    partner = articles.get_partner(session, partner_id)
     form = PartnerForm(obj=partner)
     if form.validate_on_submit():
         try:
@@ -351,10 +345,7 @@ def topics_page():
 @console_roles(Role.HR_ADMIN)
 def topic_delete(topic_id: int):
     session = context.get_session()
-    try:
-        topic = articles.get_topic(session, topic_id)
-    except DomainError:
-        abort(404)
+    topic = articles.get_topic(session, topic_id)
     if not EmptyForm().validate_on_submit():
         abort(400)
     articles.delete_topic(session, current_user.user, topic.id)

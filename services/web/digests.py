@@ -97,10 +97,7 @@ def digests_start_run():
 @console_roles(Role.HR_ADMIN)
 def digests_run(run_id: int):
     session = context.get_session()
-    try:
-        run = digests.get_run(session, run_id)
-    except DomainError:
-        abort(404)
+    run = digests.get_run(session, run_id)
     described = digests.describe_run(run, digests.run_counts(session, [run.id])[run.id])
     sends = paginate(session, digests.sends_query(run_id=run.id), max(request.args.get("page", 1, type=int), 1), 50)
     return render_template("console/digests/run.html", run=described, sends=sends, action_form=EmptyForm())
@@ -110,10 +107,7 @@ def digests_run(run_id: int):
 @console_roles(Role.HR_ADMIN)
 def digests_run_status(run_id: int):
     session = context.get_session()
-    try:
-        run = digests.get_run(session, run_id)
-    except DomainError:
-        abort(404)
+    run = digests.get_run(session, run_id)
     described = digests.describe_run(run, digests.run_counts(session, [run.id])[run.id])
     described["created_at"] = described["created_at"].isoformat()
     return jsonify(described)

@@ -40,10 +40,7 @@ def employees_list():
 @console_roles(Role.HR_ADMIN)
 def employee_detail(employee_id: int):
     session = context.get_session()
-    try:
-        employee = employees.get_employee(session, employee_id)
-    except DomainError:
-        abort(404)
+    employee = employees.get_employee(session, employee_id)
     manager = session.get(Employee, employee.manager_id) if employee.manager_id else None
     enrolments = session.execute(
         select(Enrolment, programs.Program).join(programs.Program, programs.Program.id == Enrolment.program_id)
@@ -61,10 +58,7 @@ def employee_status(employee_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)
     status = EmployeeStatus.LEFT if request.form.get("status") == "left" else EmployeeStatus.ACTIVE
-    try:
-        employees.update_employee(context.get_session(), current_user.user, employee_id, {"status": status})
-    except DomainError:
-        abort(404)
+    employees.update_employee(context.get_session(), current_user.user, employee_id, {"status": status})
     flash("Employee marked as left: no more mail." if status == EmployeeStatus.LEFT else "Employee reactivated.", "success")
     return redirect(url_for("console.employee_detail", employee_id=employee_id))
 
@@ -76,10 +70,7 @@ def employee_erase(employee_id: int):
     if not form.validate_on_submit():
         flash("Tick the box to confirm the erasure.", "error")
         return redirect(url_for("console.employee_detail", employee_id=employee_id))
-    try:
-        employees.erase_employee(context.get_session(), current_user.user, employee_id)
-    except DomainError:
-        abort(404)
+    employees.erase_employee(context.get_session(), current_user.user, employee_id)
     flash("The employee's personal data has been erased.", "success")
     return redirect(url_for("console.employees_list"))
 
@@ -102,10 +93,7 @@ def employees_import():
 
 
 def _job_or_404(job_id: int):
-    try:
-        return import_jobs.get_job(context.get_session(), job_id)
-    except DomainError:
-        abort(404)
+    return import_jobs.get_job(context.get_session(), job_id)
 
 
 @bp.get("/employees/import/<int:job_id>")
@@ -172,10 +160,7 @@ def programs_list():
 @console_roles(Role.HR_ADMIN)
 def program_detail(program_id: int):
     session = context.get_session()
-    try:
-        program = programs.get_program(session, program_id)
-    except DomainError:
-        abort(404)
+    program = programs.get_program(session, program_id)
     form = ProgramForm(obj=program, prefix="program")
     if not form.is_submitted():
         form.topics.data = ", ".join(program.topics or [])
@@ -231,9 +216,6 @@ def program_enrol(program_id: int):
 def program_withdraw(program_id: int, employee_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)
-    try:
-        programs.withdraw(context.get_session(), current_user.user, program_id, employee_id)
-    except DomainError:
-        abort(404)
+    programs.withdraw(context.get_session(), current_user.user, program_id, employee_id)
     flash("Withdrawn; the waitlist moved up.", "success")
     return redirect(url_for("console.program_detail", program_id=program_id))
