@@ -105,6 +105,12 @@ def form_token(client, path: str) -> str:  # noqa: ANN001
     return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
 
 
+def login_console(client, email: str, password: str = ADMIN_PASSWORD):  # noqa: ANN001
+    """Sign in through the console's login form, CSRF token included; the response."""
+    token = form_token(client, "/console/login")
+    return client.post("/console/login", data={"email": email, "password": password, "csrf_token": token})
+
+
 def make_settings(database_url: str, broker_url: str, smtp_port: int, **overrides: str) -> Settings:
     env = {
         "DATABASE_URL": database_url,

@@ -2,23 +2,14 @@
 optimistic concurrency and the import report."""
 import io
 
-import pytest
 
 from shared.domain import articles
 from shared.models import Article, Role
-from tests.conftest import ADMIN_PASSWORD, form_token
-
-
-@pytest.fixture
-def app(app):  # noqa: ANN001
-    app.config["WTF_CSRF_ENABLED"] = True
-    return app
+from tests.conftest import form_token, login_console
 
 
 def login(client, email):  # noqa: ANN001
-    token = form_token(client, "/console/login")
-    response = client.post("/console/login", data={"email": email, "password": ADMIN_PASSWORD, "csrf_token": token})
-    assert response.status_code == 302
+    assert login_console(client, email).status_code == 302
 
 
 def _article(db, tenant, **fields):  # noqa: ANN001

@@ -1,22 +1,8 @@
 """Console pages: session login with CSRF protection, roles, settings and users."""
-import re
-
-import pytest
 from sqlalchemy import select
 
 from shared.models import Organisation, Role, User
-from tests.conftest import ADMIN_PASSWORD, form_token
-
-
-@pytest.fixture
-def app(app):  # noqa: ANN001
-    app.config["WTF_CSRF_ENABLED"] = True
-    return app
-
-
-def login(client, email, password=ADMIN_PASSWORD):  # noqa: ANN001
-    token = form_token(client, "/console/login")
-    return client.post("/console/login", data={"email": email, "password": password, "csrf_token": token})
+from tests.conftest import ADMIN_PASSWORD, form_token, login_console
 
 
 def test_login_without_csrf_token_is_refused(client, tenant):
@@ -26,7 +12,7 @@ def test_login_without_csrf_token_is_refused(client, tenant):
 
 
 def test_login_with_csrf_token_works_and_sets_safe_cookie(client, tenant):
-    response = login(client, tenant.admin_email)
+    response = login_console(client, tenant.admin_email)
     assert response.status_code == 302 and response.headers["Location"] == "/console/"
     cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("session="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -41,7 +27,7 @@ def test_login_refuses_open_redirect(client, tenant):
 
 
 def test_settings_form_needs_csrf_and_saves(client, tenant, db):
-    login(client, tenant.admin_email)
+    login_console(client, tenant.admin_email)
     form = {"name": "Acme Group", "anonymity_k": "7", "brand_colour": "#123456", "default_timezone": "Europe/Paris"}
     assert client.post("/console/settings", data=form).status_code == 400
     form["csrf_token"] = form_token(client, "/console/settings")
@@ -52,7 +38,7 @@ def test_settings_form_needs_csrf_and_saves(client, tenant, db):
 
 
 def test_settings_rejects_k_below_three(client, tenant):
-    login(client, tenant.admin_email)
+    login_console(client, tenant.admin_email)
     form = {"name": "Acme", "anonymity_k": "2", "brand_colour": "#123456", "default_timezone": "UTC", "csrf_token": form_token(client, "/console/settings")}
     response = client.post("/console/settings", data=form)
     assert response.status_code == 400
@@ -61,7 +47,7 @@ def test_settings_rejects_k_below_three(client, tenant):
 
 def test_manager_cannot_open_admin_pages(client, tenant, make_user):
     manager = make_user(tenant, Role.MANAGER)
-    login(client, manager.admin_email)
+    login_console(client, manager.admin_email)
     assert client.get("/console/").status_code == 200
     assert client.get("/console/reports").status_code == 200
     for path in ("/console/settings", "/console/users", "/console/employees"):
@@ -69,7 +55,7 @@ def test_manager_cannot_open_admin_pages(client, tenant, make_user):
 
 
 def test_invite_and_deactivate_from_console(client, tenant, db):
-    login(client, tenant.admin_email)
+    login_console(client, tenant.admin_email)
     token = form_token(client, "/console/users")
     response = client.post("/console/users", data={"email": "Newbie@Example.com", "full_name": "New Bie", "role": "manager", "csrf_token": token})
     assert response.status_code == 302
@@ -85,15 +71,15 @@ def test_invite_and_deactivate_from_console(client, tenant, db):
 def test_deactivation_ends_console_sessions(client, app, tenant, make_user):
     manager = make_user(tenant, Role.MANAGER)
     manager_client = app.test_client()
-    login(manager_client, manager.admin_email)
+    login_console(manager_client, manager.admin_email)
     assert manager_client.get("/console/").status_code == 200
-    login(client, tenant.admin_email)
+    login_console(client, tenant.admin_email)
     client.post(f"/console/users/{manager.admin_id}/active", data={"active": "0", "csrf_token": form_token(client, "/console/users")})
     assert manager_client.get("/console/").status_code == 302
 
 
 def test_cross_tenant_console_action_is_404(client, tenant, other_tenant, db):
-    login(client, tenant.admin_email)
+    login_console(client, tenant.admin_email)
     response = client.post(f"/console/users/{other_tenant.admin_id}/active", data={"active": "0", "csrf_token": form_token(client, "/console/users")})
     assert response.status_code == 404
     with db.session(other_tenant.org_id) as session:

@@ -3,29 +3,17 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
 from shared.domain import digests
 from shared.models import Role
-from tests.conftest import ADMIN_PASSWORD, form_token
+from tests.conftest import form_token, login_console
 from tests.digest_support import add_article, add_employees
-
-
-@pytest.fixture
-def app(app):  # noqa: ANN001
-    app.config["WTF_CSRF_ENABLED"] = True
-    return app
-
-
-def login(client, email):  # noqa: ANN001
-    token = form_token(client, "/console/login")
-    return client.post("/console/login", data={"email": email, "password": ADMIN_PASSWORD, "csrf_token": token})
 
 
 def test_digests_page_preview_run_progress_and_pause(client, db, tenant):
     (employee_id, _) = add_employees(db, tenant.org_id, 2)
     add_article(db, tenant.org_id, "Walk at lunchtime")
-    login(client, tenant.admin_email)
+    login_console(client, tenant.admin_email)
     page = client.get(f"/console/digests?employee_id={employee_id}&week=2026-W48")
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "Walk at lunchtime" in html and 'data-testid="digest-preview"' in html
@@ -54,11 +42,11 @@ def test_digests_page_preview_run_progress_and_pause(client, db, tenant):
 def test_digests_page_is_for_hr_admins_and_own_runs_only(client, db, tenant, other_tenant, make_user):
     add_employees(db, other_tenant.org_id, 1)
     run = client.post("/api/v1/digests/runs", json={}, headers=other_tenant.headers).get_json()
-    login(client, tenant.admin_email)
+    login_console(client, tenant.admin_email)
     assert client.get(f"/console/digests/runs/{run['id']}").status_code == 404
     assert client.get(f"/console/digests/runs/{run['id']}.json").status_code == 404
     client.get("/console/logout")
     manager = make_user(tenant, Role.MANAGER)
     other = client.application.test_client()
-    login(other, manager.admin_email)
+    login_console(other, manager.admin_email)
     assert other.get("/console/digests").status_code == 403

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 
-import pytest
 
 from shared.models import Role
-from tests.conftest import ADMIN_PASSWORD, form_token
+from tests.conftest import form_token, login_console
 
 API = "/api/v1"
 CSV = (
@@ -17,16 +16,8 @@ CSV = (
 )
 
 
-@pytest.fixture
-def app(app):  # noqa: ANN001
-    app.config["WTF_CSRF_ENABLED"] = True
-    return app
-
-
 def login(client, email):  # noqa: ANN001
-    token = form_token(client, "/console/login")
-    response = client.post("/console/login", data={"email": email, "password": ADMIN_PASSWORD, "csrf_token": token})
-    assert response.status_code == 302
+    assert login_console(client, email).status_code == 302
 
 
 def test_employee_list_detail_and_offboarding(client, tenant):

@@ -17,12 +17,6 @@ API = "/api/v1"
 HEADER = "external_id,email,first_name,last_name,department,team,manager_external_id,timezone"
 
 
-@pytest.fixture
-def app(app):  # noqa: ANN001
-    app.config["WTF_CSRF_ENABLED"] = True
-    return app
-
-
 def create(client, tenant, n: int, **overrides) -> dict:  # noqa: ANN001
     body = {"external_id": f"E{n}", "email": f"person{n}@example.com", "first_name": f"First{n}", "last_name": f"Last{n}"}
     body.update(overrides)

@@ -12,22 +12,13 @@ from tests.digest_support import add_article, add_employees
 
 
 @pytest.fixture
-def dev_settings(database_url, broker_url, tmp_path):  # noqa: ANN001
+def settings(database_url, broker_url, tmp_path):  # noqa: ANN001
+    """Development settings: the console shows the mailbox of the dev SMTP sink."""
     return make_settings(database_url, broker_url, free_port(), WELLBEING_ENV="development", WELLBEING_DATA_DIR=str(tmp_path))
 
 
 @pytest.fixture
-def app(dev_settings, db):  # noqa: ANN001
-    from services.app import create_app
-    from services.extensions import limiter
-
-    application = create_app(dev_settings)
-    limiter.reset()
-    return application
-
-
-@pytest.fixture
-def dev_pipeline(dev_settings):  # noqa: ANN001
+def dev_pipeline(settings):  # noqa: ANN001
     """The development SMTP sink (Maildir) and a Celery worker sending to it."""
     from celery.contrib.testing.worker import start_worker
 
@@ -35,8 +26,8 @@ def dev_pipeline(dev_settings):  # noqa: ANN001
     from tests.digest_support import use_broker
     from workers.celery_app import celery_app
 
-    sink = start_sink(dev_settings.mailbox_dir, "127.0.0.1", dev_settings.smtp.port)
-    use_broker(dev_settings)
+    sink = start_sink(settings.mailbox_dir, "127.0.0.1", settings.smtp.port)
+    use_broker(settings)
     try:
         with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
             yield
