@@ -35,11 +35,6 @@ def _enqueue(session, batches: list[list[int]]) -> None:  # noqa: ANN001
         enqueue_after_commit(session, digest_tasks.send_digest_batch.s(org_id, batch))
 
 
-def _described(session, runs: list) -> list[dict]:  # noqa: ANN001
-    counts = digests.run_counts(session, [r.id for r in runs])
-    return [digests.describe_run(r, counts[r.id]) for r in runs]
-
-
 @blp.route("/settings")
 class SettingsView(MethodView):
     @blp.response(200, DigestSettingsSchema)
@@ -105,7 +100,7 @@ class RunListView(MethodView):
         """Runs, newest first, with their live counts"""
         session = context.get_session()
         page = paginate(session, digests.runs_query(query.get("week")), query["page"], query["per_page"])
-        return Page(_described(session, page.items), page.page, page.per_page, page.total)
+        return Page(digests.describe_runs(session, page.items), page.page, page.per_page, page.total)
 
     @blp.arguments(RunStartSchema)
     @blp.response(201, DigestRunSchema)
@@ -114,7 +109,7 @@ class RunListView(MethodView):
         session = context.get_session()
         run, batches = digests.start_run(session, context.current_user(), body.get("week"))
         _enqueue(session, batches)
-        return _described(session, [run])[0]
+        return digests.describe_runs(session, [run])[0]
 
 
 @blp.route("/runs/<int:run_id>")
@@ -123,7 +118,7 @@ class RunItemView(MethodView):
     def get(self, run_id):
         """One run and its counts (queued, sending, sent, failed, skipped)"""
         session = context.get_session()
-        return _described(session, [digests.get_run(session, run_id)])[0]
+        return digests.describe_runs(session, [digests.get_run(session, run_id)])[0]
 
 
 @blp.route("/sends")

@@ -48,8 +48,7 @@ def digests_home():
     session = context.get_session()
     config = digests.get_settings(session)
     runs = list(session.scalars(digests.runs_query().limit(10)))
-    counts = digests.run_counts(session, [r.id for r in runs])
-    described = [digests.describe_run(r, counts[r.id]) for r in runs]
+    described = digests.describe_runs(session, runs)
     active = list(session.execute(select(Employee.id, Employee.first_name, Employee.last_name, Employee.email)
                                   .where(Employee.status == EmployeeStatus.ACTIVE).order_by(Employee.last_name, Employee.id).limit(500)))
     employee_id, week = _preview_args()
@@ -97,9 +96,8 @@ def digests_start_run():
 @console_roles(Role.HR_ADMIN)
 def digests_run(run_id: int):
     session = context.get_session()
-    run = digests.get_run(session, run_id)
-    described = digests.describe_run(run, digests.run_counts(session, [run.id])[run.id])
-    sends = paginate(session, digests.sends_query(run_id=run.id), max(request.args.get("page", 1, type=int), 1), 50)
+    [described] = digests.describe_runs(session, [digests.get_run(session, run_id)])
+    sends = paginate(session, digests.sends_query(run_id=run_id), max(request.args.get("page", 1, type=int), 1), 50)
     return render_template("console/digests/run.html", run=described, sends=sends, action_form=EmptyForm())
 
 
@@ -107,8 +105,7 @@ def digests_run(run_id: int):
 @console_roles(Role.HR_ADMIN)
 def digests_run_status(run_id: int):
     session = context.get_session()
-    run = digests.get_run(session, run_id)
-    described = digests.describe_run(run, digests.run_counts(session, [run.id])[run.id])
+    [described] = digests.describe_runs(session, [digests.get_run(session, run_id)])
     described["created_at"] = described["created_at"].isoformat()
     return jsonify(described)
 

@@ -15,7 +15,7 @@ import logging
 import random
 import smtplib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -293,6 +293,12 @@ def describe_run(run: DigestRun, counts: dict[str, int]) -> dict:
         "created_at": run.created_at, "created_count": run.created_count, "counts": counts,
         "status": "running" if pending else "done",
     }
+
+
+def describe_runs(session: Session, runs: list[DigestRun]) -> list[dict]:
+    """Runs with their progress (send counts by state), counted in one query."""
+    counts = run_counts(session, [r.id for r in runs])
+    return [describe_run(r, counts[r.id]) for r in runs]
 
 
 def get_send(session: Session, send_id: int) -> DigestSend:
