@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from shared.domain import articles
+from shared.errors import InvalidInput
 from shared.models import Article, ArticleStatus, Partner, Role
 
 EXAMPLE = articles.EXAMPLE_ARTICLE.read_bytes()
@@ -480,6 +481,85 @@ def test_search_follows_edits(client, tenant):
     assert client.get("/api/v1/articles?q=walking", headers=tenant.headers).get_json()["total"] == 1
     client.delete(f"/api/v1/articles/{article['id']}", headers=tenant.headers)
     assert client.get("/api/v1/articles?q=walking", headers=tenant.headers).get_json()["total"] == 0
+
+
+def insert_articles(db, org_id: int, count: int, word: str) -> None:  # noqa: ANN001
+    """``count`` draft articles about ``word``, written straight to the table (the
+    full-text triggers index them) so a broad search can be set up quickly."""
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    rows = [
+        {"org_id": org_id, "title": f"Note {n} on {word}", "summary": "", "source_format": "text", "body_source": word,
+         "body_html": f"<p>{word}</p>", "body_text": word, "status": "draft", "version": 1, "updated_at": start + timedelta(minutes=n)}
+        for n in range(count)
+    ]
+    with db.engine.begin() as connection:
+        connection.execute(Article.__table__.insert(), rows)
+
+
+def _dated_article(session, title: str, body: str, updated_at: datetime) -> int:  # noqa: ANN001
+    article = articles.create_article(session, None, {"title": title, "body": body})
+    article.updated_at = updated_at
+    session.flush()
+    return article.id
+
+
+def test_broad_search_ranks_only_the_newest_matches(db, tenant):
+    day = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with db.session(tenant.org_id) as session:
+        oldest_best = _dated_article(session, "Insomnia, insomnia", "Insomnia and more insomnia.", day)
+        newer = [_dated_article(session, f"Evening {n}", "A word on insomnia.", day + timedelta(days=n)) for n in range(1, 4)]
+        newest_best = _dated_article(session, "Insomnia explained", "Insomnia.", day + timedelta(days=4))
+        _dated_article(session, "Eat your greens", "Vegetables.", day + timedelta(days=5))
+
+    with db.session(tenant.org_id) as session:
+        # Within the cap: every match, exact relevance order (the strongest match is the oldest).
+        exact = articles.search_articles(session, "insomnia", cap=5)
+        assert exact.total == 5 and exact.total_is_exact
+        assert [a.id for a in exact.items][:2] == [oldest_best, newest_best]
+        # Over the cap: only the 3 most recently updated matches, ranked among themselves.
+        capped = articles.search_articles(session, "insomnia", cap=3)
+        assert capped.total == 3 and not capped.total_is_exact and capped.pages == 1
+        assert [a.id for a in capped.items] == [newest_best, newer[2], newer[1]]
+        # Without a query the same rule, newest first.
+        listed = articles.search_articles(session, None, cap=4)
+        assert not listed.total_is_exact and [a.title for a in listed.items][0] == "Eat your greens" and len(listed.items) == 4
+
+
+def test_pages_stop_at_the_cap(db, tenant):
+    day = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with db.session(tenant.org_id) as session:
+        for n in range(5):
+            _dated_article(session, f"Sleep note {n}", "Sleep.", day + timedelta(days=n))
+    with db.session(tenant.org_id) as session:
+        last = articles.search_articles(session, "sleep", page=2, per_page=2, cap=3)
+        assert [a.title for a in last.items] == ["Sleep note 2"] and last.pages == 2
+        with pytest.raises(InvalidInput) as refused:
+            articles.search_articles(session, "sleep", page=3, per_page=2, cap=3)
+        assert "page" in refused.value.errors
+        # An exact result list past its end is just an empty page.
+        assert articles.search_articles(session, "sleep", page=4, per_page=2, cap=5).items == []
+
+
+def test_api_caps_broad_searches(client, db, tenant, other_tenant):
+    cap = articles.SEARCH_RESULT_CAP
+    insert_articles(db, tenant.org_id, cap + 1, "hydration")
+    insert_articles(db, other_tenant.org_id, 3, "hydration")
+    _create(client, tenant, title="Rare words", body="Hydration for marathon runners.")
+
+    broad = client.get("/api/v1/articles?q=hydration&per_page=100", headers=tenant.headers).get_json()
+    assert broad["total"] == cap and broad["total_is_exact"] is False and broad["pages"] == cap // 100
+    assert len(broad["items"]) == 100
+    last = client.get(f"/api/v1/articles?q=hydration&per_page=100&page={cap // 100}", headers=tenant.headers).get_json()
+    assert len(last["items"]) == 100
+    past = client.get(f"/api/v1/articles?q=hydration&per_page=100&page={cap // 100 + 1}", headers=tenant.headers)
+    assert past.status_code == 422 and [e["field"] for e in past.get_json()["errors"]] == ["page"]
+    assert client.get("/api/v1/articles", headers=tenant.headers).get_json()["total_is_exact"] is False
+
+    narrow = client.get("/api/v1/articles?q=marathon", headers=tenant.headers).get_json()
+    assert narrow["total"] == 1 and narrow["total_is_exact"] is True
+    assert client.get("/api/v1/articles?q=hydration", headers=other_tenant.headers).get_json() | {"items": []} == {
+        "items": [], "page": 1, "per_page": 20, "total": 3, "total_is_exact": True, "pages": 1
+    }
 
 
 def test_articles_for_employees_respects_status_and_review_by(client, tenant, db):

@@ -1,11 +1,12 @@
 """Article console pages without a browser: roles, tenant isolation, CSRF, the editor's
-optimistic concurrency and the import report."""
+optimistic concurrency, the import report and the bound on broad searches."""
 import io
 
 
 from shared.domain import articles
 from shared.models import Article, Role
 from tests.conftest import form_token, login_console
+from tests.test_articles import insert_articles
 
 
 def login(client, email):  # noqa: ANN001
@@ -98,3 +99,16 @@ def test_topic_vocabulary_page(client, tenant):
     assert response.status_code == 302
     assert "parent, children" in client.get("/console/topics").get_data(as_text=True)
     assert client.post("/console/topics", data={"csrf_token": token, "name": "parenting"}).status_code == 400
+
+
+def test_broad_search_says_refine(client, db, tenant):
+    insert_articles(db, tenant.org_id, articles.SEARCH_RESULT_CAP + 1, "hydration")
+    _article(db, tenant, title="Marathon hydration")
+    login(client, tenant.admin_email)
+    page = client.get("/console/articles?q=hydration").get_data(as_text=True)
+    assert "1,000+ results — refine your search" in page and "Page 1 of 50" in page
+    narrow = client.get("/console/articles?q=marathon").get_data(as_text=True)
+    assert "refine your search" not in narrow and "1 article matching" in narrow
+    past = client.get("/console/articles?q=hydration&page=51")
+    assert past.status_code == 302 and past.headers["Location"].endswith("/console/articles?q=hydration")
+    assert "Broad searches list at most 1,000 articles" in client.get(past.headers["Location"]).get_data(as_text=True)

@@ -13,6 +13,7 @@ from shared.schemas.articles import (
     ArticleLinkSchema,
     ArticleQuerySchema,
     ArticleSchema,
+    ArticleSearchPageSchema,
     ArticleUpdateSchema,
     HistorySchema,
     ImportResultSchema,
@@ -123,9 +124,12 @@ class TopicItemView(MethodView):
 @blp.route("/articles")
 class ArticleListView(MethodView):
     @blp.arguments(ArticleQuerySchema, location="query")
-    @blp.response(200, page_of(ArticleSchema))
+    @blp.response(200, ArticleSearchPageSchema)
     def get(self, query):
-        """Search and filter articles (ranked by relevance when `q` is given)"""
+        """Search and filter articles (ranked by relevance when `q` is given)
+
+        Broad searches are bounded (see `total_is_exact`): a page past the listed
+        matches of a capped result answers 422."""
         filters = articles.SearchFilters(
             status=query.get("status"),
             topic=query.get("topic"),

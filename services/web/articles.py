@@ -51,8 +51,12 @@ def articles_list():
         date_to=_date_arg("date_to"),
     )
     page_no = max(request.args.get("page", 1, type=int), 1)
-    page = articles.search_articles(session, request.args.get("q"), filters, page_no, PER_PAGE)
     args = {k: v for k, v in request.args.items() if k != "page" and v}
+    try:
+        page = articles.search_articles(session, request.args.get("q"), filters, page_no, PER_PAGE)
+    except DomainError as error:  # a page past a capped result list
+        flash(error.detail, "error")
+        return redirect(url_for("console.articles_list", **args))
     return render_template(
         "console/articles/list.html",
         page=page,

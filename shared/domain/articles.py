@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import Float, Integer, Select, func, or_, select, text
+from sqlalchemy import Float, Integer, Select, any_, bindparam, false, func, or_, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -28,7 +29,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.models import Article, ArticleRevision, ArticleStatus, ArticleTransition, Organisation, Partner, SourceFormat, Topic, User
-from shared.pagination import Page, paginate
+from shared.pagination import Page
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 IMPORT_EXTENSIONS = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
@@ -517,6 +518,15 @@ def transitions(session: Session, article_id: int) -> list[ArticleTransition]:
 
 # ---------------------------------------------------------------- search
 
+# Broad searches are bounded: one result list holds at most this many articles, the
+# most recently updated matches, so a term found in half the library costs about what
+# a rare one does. Beyond it ``total`` is a lower bound and pages stop.
+SEARCH_RESULT_CAP = 1000
+# Matches are looked for among the newest articles first, in windows this many times
+# the cap, widened by the same factor until the window holds more than ``cap`` matches
+# or is the whole library.
+_WINDOW_GROWTH = 4
+
 
 @dataclass(frozen=True)
 class SearchFilters:
@@ -525,6 +535,14 @@ class SearchFilters:
     partner_id: int | None = None
     date_from: date | None = None
     date_to: date | None = None
+
+
+@dataclass(frozen=True)
+class SearchResults(Page):
+    """A page of search results. When ``total_is_exact`` is false more than ``total``
+    articles match; only the ``total`` most recently updated of them are listed."""
+
+    total_is_exact: bool = True
 
 
 def _fts5_match(query: str) -> str | None:
@@ -536,49 +554,107 @@ def _fts5_match(query: str) -> str | None:
     return " ".join(quoted)
 
 
-def search_articles(session: Session, query: str | None, filters: SearchFilters | None = None, page: int = 1, per_page: int = 20) -> Page:
-    """Ranked full-text search over title, summary and body plus filters, paginated.
-    PostgreSQL: weighted tsvector (GIN index); SQLite: FTS5 with BM25 weights."""
-    filters = filters or SearchFilters()
-    stmt = select(Article)
-    query = (query or "").strip()
-    dialect = session.get_bind().dialect.name
-    ranked = False
+def _fts5_ranking(match: str):  # noqa: ANN202
+    return (
+        text("SELECT rowid AS rid, bm25(articles_fts, 10.0, 4.0, 1.0) AS rank FROM articles_fts WHERE articles_fts MATCH :fts_match")
+        .bindparams(fts_match=match)
+        .columns(rid=Integer, rank=Float)
+        .subquery("fts")
+    )
+
+
+def _conditions(dialect: str, query: str, filters: SearchFilters) -> list:
+    conditions = []
     if query:
         if dialect == "postgresql":
-            tsquery = func.websearch_to_tsquery("english", query)
-            stmt = stmt.where(Article.search_vector.op("@@")(tsquery)).order_by(
-                func.ts_rank_cd(Article.search_vector, tsquery).desc(), Article.id.desc()
-            )
-            ranked = True
+            conditions.append(Article.search_vector.op("@@")(func.websearch_to_tsquery("english", query)))
         else:
             match = _fts5_match(query)
-            if match is None:
-                stmt = stmt.where(Article.id.is_(None))
-            else:
-                fts = (
-                    text("SELECT rowid AS rid, bm25(articles_fts, 10.0, 4.0, 1.0) AS rank FROM articles_fts WHERE articles_fts MATCH :fts_match")
-                    .bindparams(fts_match=match)
-                    .columns(rid=Integer, rank=Float)
-                    .subquery("fts")
-                )
-                stmt = stmt.join(fts, fts.c.rid == Article.id).order_by(fts.c.rank, Article.id.desc())
-                ranked = True
+            matching = text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH :fts_match").bindparams(fts_match=match)
+            conditions.append(Article.id.in_(matching.columns(rowid=Integer)) if match else false())
     if filters.status is not None:
-        stmt = stmt.where(Article.status == filters.status)
+        conditions.append(Article.status == filters.status)
     if filters.partner_id is not None:
-        stmt = stmt.where(Article.partner_id == filters.partner_id)
+        conditions.append(Article.partner_id == filters.partner_id)
     if filters.topic:
-        slug = slugify_topic(filters.topic)
-        stmt = stmt.where(Article.topics.any(Topic.slug == slug))
+        conditions.append(Article.topics.any(Topic.slug == slugify_topic(filters.topic)))
     when = func.coalesce(Article.published_at, Article.created_at)
     if filters.date_from is not None:
-        stmt = stmt.where(when >= datetime.combine(filters.date_from, datetime.min.time(), tzinfo=timezone.utc))
+        conditions.append(when >= datetime.combine(filters.date_from, datetime.min.time(), tzinfo=timezone.utc))
     if filters.date_to is not None:
-        stmt = stmt.where(when < datetime.combine(filters.date_to, datetime.min.time(), tzinfo=timezone.utc) + _ONE_DAY)
-    if not ranked:
+        conditions.append(when < datetime.combine(filters.date_to, datetime.min.time(), tzinfo=timezone.utc) + _ONE_DAY)
+    return conditions
+
+
+def _newest_matches(session: Session, conditions: list, cap: int) -> tuple[list[int], bool]:
+    """Ids of the ``cap`` most recently updated articles meeting ``conditions``, newest
+    first, and whether they are all the matches.
+
+    A window of the newest articles is searched first and widened only while it holds
+    ``cap`` matches or fewer, so a common term reads a few thousand rows rather than
+    every match. The window's matches are a materialised CTE without ORDER BY or LIMIT
+    on purpose: PostgreSQL then ANDs the full-text and the recency index bitmaps, where
+    a LIMIT would tempt it into walking an index and unpacking each row's TOASTed
+    tsvector to test it."""
+    newest_first = (Article.updated_at.desc(), Article.id.desc())
+    window: int | None = _WINDOW_GROWTH * cap
+    while True:
+        oldest_in_window = None
+        if window is not None:
+            oldest_in_window = session.scalar(select(Article.updated_at).order_by(*newest_first).offset(window - 1).limit(1))
+        in_window = select(Article.id, Article.updated_at).where(*conditions)
+        if oldest_in_window is not None:
+            in_window = in_window.where(Article.updated_at >= oldest_in_window)
+        matches = in_window.cte("window_matches").prefix_with("MATERIALIZED")
+        ids = list(session.scalars(select(matches.c.id).order_by(matches.c.updated_at.desc(), matches.c.id.desc()).limit(cap + 1)))
+        # Every article outside the window is older than every one inside it, so
+        # more than ``cap`` matches inside means the newest ``cap`` overall are there.
+        if len(ids) > cap or oldest_in_window is None:
+            return ids[:cap], len(ids) <= cap
+        # Few matches among the newest articles: a selective search, for which
+        # visiting every match is cheap, so the next window is the whole library.
+        window = None if len(ids) * _WINDOW_GROWTH**2 <= cap else window * _WINDOW_GROWTH
+
+
+def search_articles(
+    session: Session,
+    query: str | None,
+    filters: SearchFilters | None = None,
+    page: int = 1,
+    per_page: int = 20,
+    *,
+    cap: int = SEARCH_RESULT_CAP,
+) -> SearchResults:
+    """Full-text search over title, summary and body plus filters, paginated; with a
+    query ranked by relevance (PostgreSQL: weighted tsvector, GIN index, ``ts_rank_cd``;
+    SQLite: FTS5 with BM25 weights), without one newest first.
+
+    At most ``cap`` articles are listed: when more match, the ``cap`` most recently
+    updated matches are the ones ranked, ``total`` is ``cap`` and ``total_is_exact`` is
+    false, and a page past them is refused (:class:`InvalidInput`): refine the search."""
+    filters = filters or SearchFilters()
+    query = (query or "").strip()
+    dialect = session.get_bind().dialect.name
+    ids, exact = _newest_matches(session, _conditions(dialect, query, filters), cap)
+    offset = (page - 1) * per_page
+    if offset >= len(ids) and page > 1 and not exact:
+        raise InvalidInput(
+            f"Broad searches list at most {cap:,} articles (the most recently updated matches); refine the search to see others.",
+            errors={"page": [f"Pages stop after {cap:,} results."]},
+        )
+    if dialect == "postgresql":  # one array parameter rather than up to ``cap`` placeholders
+        stmt = select(Article).where(Article.id == any_(bindparam("candidate_ids", ids, type_=postgresql.ARRAY(Integer))))
+    else:
+        stmt = select(Article).where(Article.id.in_(ids))
+    if not query:
         stmt = stmt.order_by(Article.updated_at.desc(), Article.id.desc())
-    return paginate(session, stmt, page, per_page)
+    elif dialect == "postgresql":
+        stmt = stmt.order_by(func.ts_rank_cd(Article.search_vector, func.websearch_to_tsquery("english", query)).desc(), Article.id.desc())
+    else:
+        ranking = _fts5_ranking(_fts5_match(query))
+        stmt = stmt.join(ranking, ranking.c.rid == Article.id).order_by(ranking.c.rank, Article.id.desc())
+    items = list(session.scalars(stmt.limit(per_page).offset(offset))) if ids else []
+    return SearchResults(items=items, page=page, per_page=per_page, total=len(ids), total_is_exact=exact)
 
 
 _ONE_DAY = timedelta(days=1)

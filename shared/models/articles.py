@@ -102,6 +102,8 @@ class Article(TenantOwned, Base):
         UniqueConstraint("org_id", "fingerprint"),
         Index("ix_articles_search_vector", "search_vector", postgresql_using="gin"),
         Index("ix_articles_org_id_status", "org_id", "status"),
+        # Newest first: lists without a query, and the recency windows of search.
+        Index("ix_articles_org_id_updated_at", "org_id", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

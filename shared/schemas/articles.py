@@ -4,7 +4,8 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from shared.models import ArticleStatus, SourceFormat
-from shared.schemas.common import PageQuerySchema, StrictSchema
+from shared.domain.articles import SEARCH_RESULT_CAP
+from shared.schemas.common import PageQuerySchema, StrictSchema, page_of
 
 FORMATS = [f.value for f in SourceFormat]
 
@@ -79,6 +80,20 @@ class ArticleSchema(StrictSchema):
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
     published_at = fields.DateTime(dump_only=True, allow_none=True)
+
+
+class ArticleSearchPageSchema(page_of(ArticleSchema)):
+    total = fields.Integer(
+        required=True,
+        metadata={"description": f"Matching articles, exact up to {SEARCH_RESULT_CAP:,}; beyond that {SEARCH_RESULT_CAP:,} and `total_is_exact` is false"},
+    )
+    total_is_exact = fields.Boolean(
+        required=True,
+        metadata={
+            "description": f"False when more than {SEARCH_RESULT_CAP:,} articles match: only the {SEARCH_RESULT_CAP:,} most recently updated "
+            "matches are listed (ranked by relevance when `q` is given) and pages stop there; refine the search to reach others"
+        },
+    )
 
 
 class ArticleCreateSchema(StrictSchema):
