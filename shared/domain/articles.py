@@ -522,10 +522,12 @@ def transitions(session: Session, article_id: int) -> list[ArticleTransition]:
 # most recently updated matches, so a term found in half the library costs about what
 # a rare one does. Beyond it ``total`` is a lower bound and pages stop.
 SEARCH_RESULT_CAP = 1000
-# Matches are looked for among the newest articles first, in windows this many times
-# the cap, widened by the same factor until the window holds more than ``cap`` matches
-# or is the whole library.
-_WINDOW_GROWTH = 4
+# Matches are looked for among the newest articles first: a window of this many times
+# the cap, widened until it holds more than ``cap`` matches or is the whole library.
+_FIRST_WINDOW = 4
+# A window holding at most 1/16 of ``cap`` matches means a selective search, cheap to
+# check across the whole library, so that is the next window.
+_SELECTIVE = 16
 
 
 @dataclass(frozen=True)
@@ -570,8 +572,11 @@ def _conditions(dialect: str, query: str, filters: SearchFilters) -> list:
             conditions.append(Article.search_vector.op("@@")(func.websearch_to_tsquery("english", query)))
         else:
             match = _fts5_match(query)
-            matching = text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH :fts_match").bindparams(fts_match=match)
-            conditions.append(Article.id.in_(matching.columns(rowid=Integer)) if match else false())
+            if match is None:
+                conditions.append(false())
+            else:
+                matching = text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH :fts_match").bindparams(fts_match=match)
+                conditions.append(Article.id.in_(matching.columns(rowid=Integer)))
     if filters.status is not None:
         conditions.append(Article.status == filters.status)
     if filters.partner_id is not None:
@@ -597,7 +602,7 @@ def _newest_matches(session: Session, conditions: list, cap: int) -> tuple[list[
     a LIMIT would tempt it into walking an index and unpacking each row's TOASTed
     tsvector to test it."""
     newest_first = (Article.updated_at.desc(), Article.id.desc())
-    window: int | None = _WINDOW_GROWTH * cap
+    window: int | None = _FIRST_WINDOW * cap
     while True:
         oldest_in_window = None
         if window is not None:
@@ -611,9 +616,8 @@ def _newest_matches(session: Session, conditions: list, cap: int) -> tuple[list[
         # more than ``cap`` matches inside means the newest ``cap`` overall are there.
         if len(ids) > cap or oldest_in_window is None:
             return ids[:cap], len(ids) <= cap
-        # Few matches among the newest articles: a selective search, for which
-        # visiting every match is cheap, so the next window is the whole library.
-        window = None if len(ids) * _WINDOW_GROWTH**2 <= cap else window * _WINDOW_GROWTH
+        # Next, a window expected to hold about 1.5 x ``cap`` matches at the density seen.
+        window = None if len(ids) * _SELECTIVE <= cap else int(window * 1.5 * (cap + 1) / len(ids))
 
 
 def search_articles(
@@ -637,7 +641,7 @@ def search_articles(
     dialect = session.get_bind().dialect.name
     ids, exact = _newest_matches(session, _conditions(dialect, query, filters), cap)
     offset = (page - 1) * per_page
-    if offset >= len(ids) and page > 1 and not exact:
+    if offset >= len(ids) and not exact:
         raise InvalidInput(
             f"Broad searches list at most {cap:,} articles (the most recently updated matches); refine the search to see others.",
             errors={"page": [f"Pages stop after {cap:,} results."]},
