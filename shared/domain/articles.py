@@ -6,6 +6,7 @@ tenant guard filters and stamps ``org_id``, so nothing here filters by it by han
 """
 from __future__ import annotations
 
+from functools import lru_cache
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -604,6 +605,7 @@ def articles_for_employees(session: Session, *, topics: list[str] | None = None,
     return list(session.scalars(stmt))
 
 
+@lru_cache(maxsize=8)
 def article_signer(secret_key: str) -> security.LinkSigner:
     return security.LinkSigner(secret_key, ARTICLE_LINK_PURPOSE)
 

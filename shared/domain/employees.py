@@ -2,6 +2,7 @@
 erasure (GDPR art. 17), data export (art. 15) and formula-safe CSV exports."""
 from __future__ import annotations
 
+from functools import lru_cache
 import csv
 import io
 from collections.abc import Callable, Iterable, Iterator
@@ -212,6 +213,7 @@ def audit_history(session: Session, employee_id: int, limit: int = 200) -> list[
 
 # ---- signed links -------------------------------------------------------------------------
 
+@lru_cache(maxsize=8)
 def link_signer(secret_key: str) -> security.LinkSigner:
     return security.LinkSigner(secret_key, LINK_PURPOSE)
 
