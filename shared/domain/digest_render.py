@@ -33,6 +33,7 @@ MAX_ARTICLES = 5
 LINK_MAX_AGE_SECONDS = 365 * 24 * 3600
 UNSUBSCRIBE_PURPOSE = "digest-unsubscribe"
 PULSE_PURPOSE = "digest-pulse"
+PULSE_SCORES = (1, 2, 3, 4, 5)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "digests"
 # Jinja tags in a template's source, and its stylesheets (see _html_template).
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
@@ -150,15 +151,30 @@ def read_unsubscribe_token(secret: str, token: str) -> EmployeeLink | None:
     return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")))
 
 
-def pulse_token(secret: str, employee: Employee, iso_week: str, score: int, preview: bool = False) -> str:
-    return _sign(secret, PULSE_PURPOSE, employee, preview, w=iso_week, s=score)
+def pulse_token(secret: str, employee: Employee, iso_week: str, preview: bool = False) -> str:
+    """One signature for the week's pulse: its five links add the score to the path
+    (any of the five is the employee's own answer to give; the token fixes who and which week)."""
+    return _sign(secret, PULSE_PURPOSE, employee, preview, w=iso_week)
 
 
-def read_pulse_token(secret: str, token: str) -> EmployeeLink | None:
+def pulse_links(base: str, secret: str, employee: Employee, iso_week: str, preview: bool = False) -> list[tuple[int, str]]:
+    token = pulse_token(secret, employee, iso_week, preview)
+    return [(score, f"{base}/pulse/{token}/{score}") for score in PULSE_SCORES]
+
+
+def read_pulse_token(secret: str, token: str, score: int | None) -> EmployeeLink | None:
+    """The link of ``/pulse/<token>/<score>``, or of ``/pulse/<token>`` for links sent
+    before the score moved to the path (their signed payload carries it)."""
     payload = _read(secret, PULSE_PURPOSE, token)
-    if payload is None or not isinstance(payload.get("w"), str) or payload.get("s") not in (1, 2, 3, 4, 5):
+    if payload is None or not isinstance(payload.get("w"), str):
         return None
-    return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")), payload["w"], payload["s"])
+    if "s" in payload:
+        if score not in (None, payload["s"]):
+            return None
+        score = payload["s"]
+    if score not in PULSE_SCORES:
+        return None
+    return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")), payload["w"], score)
 
 
 # ---- personalisation ---------------------------------------------------------------------
@@ -244,7 +260,7 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
         "subject": f"{organisation.name}: your wellbeing digest, week of {week_label}",
         "articles": article_rows,
         "programs": [{"name": p.name, "when": program_line(p, today, locale)} for p in programs],
-        "pulse_links": [(s, f"{base}/pulse/{pulse_token(secret, employee, iso_week, s, preview)}") for s in range(1, 6)],
+        "pulse_links": pulse_links(base, secret, employee, iso_week, preview),
         "preferences_url": f"{base}/p/{employee_domain.preference_token(secret, employee)}" if not preview else f"{base}/p/preview",
         "unsubscribe_url": unsubscribe_url,
     }
@@ -283,6 +299,7 @@ def _header(value: str) -> str:
         return Header(value, "utf-8").encode()
 
 
+@lru_cache(maxsize=16)  # the sender's address, parsed and encoded once, not per message
 def _address(value: str) -> str:
     name, address = parseaddr(value)
     return formataddr((name, address), charset="utf-8") if name else address

@@ -16,10 +16,11 @@ import random
 import smtplib
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -65,9 +66,11 @@ HARD_FAILURE_LIMIT = 3
 CLAIM_TIMEOUT = timedelta(minutes=2)
 HEARTBEAT_SECONDS = 5.0
 # Sends re-checked together right before SMTP and recorded together after it (one query
-# and one commit per chunk instead of per message). Also the crash bound: a worker killed
-# mid-chunk can leave up to this many messages to be handed over again (same Message-ID).
+# and one commit per chunk instead of per message; see process_batch).
 CHUNK_SIZE = 20
+# The crash bound that follows: a worker killed mid-batch leaves at most two chunks
+# accepted by the server but not recorded as sent, handed over again with the same Message-ID.
+MAX_REDELIVERED_PER_CRASH = 2 * CHUNK_SIZE
 # A queued row whose task should have run this long ago is enqueued again.
 REQUEUE_AFTER = timedelta(minutes=5)
 
@@ -647,6 +650,9 @@ def _prepare_chunk(session: Session, settings: Settings, ctx: BatchContext, chun
             delivery.state, delivery.skip_reason = SendState.SKIPPED, "nothing new"
             continue
         delivery.recipient, delivery.suppression, delivery.article_ids = employee.email, suppression, rendered.article_ids
+        # Counted as received now, so a later send of this batch to the same employee
+        # (another week) does not repeat them; if this one fails, that one just skips them.
+        received.setdefault(employee.id, set()).update(rendered.article_ids)
         delivery.message_id = digest_render.message_id(settings, send_id, iso_week)
         delivery.raw = digest_render.build_raw(settings, delivery.recipient, rendered, delivery.message_id)
     return deliveries
@@ -669,12 +675,11 @@ def _smtp_error(delivery: _Delivery, error: Exception, connection: _Connection, 
         delivery.state, delivery.error, delivery.retry_at = SendState.QUEUED, text, utcnow() + timedelta(seconds=delay)
 
 
-def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delivery], outcome: BatchOutcome,
-            received: dict[int, set[int]]) -> None:
+def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delivery], outcome: BatchOutcome) -> None:
     """Record the decided outcomes of a chunk, each only while the claim is still this
-    worker's, in a few statements: the sent rows in one UPDATE (their Message-ID and
-    recipient in one executemany, their digest items in one INSERT), the skipped rows
-    one UPDATE per reason; failures and retries (rare) one by one."""
+    worker's, in a few statements: the sent rows in one UPDATE (and their digest items in
+    one INSERT), the skipped rows one UPDATE per reason; failures and retries (rare) one
+    by one. Undecided deliveries (not handed to SMTP) are left alone."""
     now = utcnow()
     sent = [d for d in deliveries if d.state == SendState.SENT]
     if sent:
@@ -682,15 +687,12 @@ def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delive
             update(DigestSend).where(DigestSend.id.in_([d.send_id for d in sent]), DigestSend.claimed_by == worker,
                                      DigestSend.state == SendState.SENDING)
             .values(state=SendState.SENT, claimed_by=None, attempts=DigestSend.attempts + 1, sent_at=now, updated_at=now,
-                    last_error=None, next_attempt_at=None)
+                    last_error=None, next_attempt_at=None,
+                    message_id=case({d.send_id: d.message_id for d in sent}, value=DigestSend.id),
+                    recipient=case({d.send_id: d.recipient for d in sent}, value=DigestSend.id))
             .returning(DigestSend.id).execution_options(synchronize_session=False)))
         sent = [d for d in sent if d.send_id in ours]
     if sent:
-        table = DigestSend.__table__
-        # By primary key, on rows this transaction just took: no tenant guard needed.
-        session.connection().execute(
-            table.update().where(table.c.id == bindparam("send_id")).values(message_id=bindparam("mid"), recipient=bindparam("to")),
-            [{"send_id": d.send_id, "mid": d.message_id, "to": d.recipient} for d in sent])
         items = [{"org_id": org_id, "send_id": d.send_id, "employee_id": d.employee_id, "article_id": a, "position": i}
                  for d in sent for i, a in enumerate(d.article_ids)]
         if items:
@@ -699,7 +701,6 @@ def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delive
             if d.suppression is not None and d.suppression[1] and d.suppression[2] is None:
                 session.execute(update(SuppressedAddress).where(SuppressedAddress.id == d.suppression[0])
                                 .values(hard_failures=0).execution_options(synchronize_session=False))
-            received.setdefault(d.employee_id, set()).update(d.article_ids)
         outcome.sent += len(sent)
     skipped: dict[str, list[int]] = {}
     for d in deliveries:
@@ -723,17 +724,41 @@ def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delive
                 outcome.retry_delay = max(outcome.retry_delay, (d.retry_at - now).total_seconds())
 
 
+def _send_chunk(connection: _Connection, sender: str, deliveries: list[_Delivery], settings: Settings, retry_base: float,
+                limiter: RateLimiter | None, org_id: int, rate: int) -> Exception | None:
+    """Hand a chunk's rendered messages to SMTP, deciding each one's outcome. Returns the
+    error if the server cannot be reached at all (the rest of the chunk stays undecided)."""
+    to_send = [d for d in deliveries if d.state is None]
+    if to_send and limiter is not None:
+        limiter.acquire(org_id, rate, len(to_send))
+    for delivery in to_send:
+        try:
+            client = connection.get()
+        except (OSError, smtplib.SMTPException) as error:
+            return error
+        try:
+            client.sendmail(sender, [delivery.recipient], delivery.raw)
+        except (OSError, smtplib.SMTPException) as error:
+            _smtp_error(delivery, error, connection, settings, retry_base)
+        else:
+            delivery.state = SendState.SENT
+    return None
+
+
 def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[int], worker: str,
                   limiter: RateLimiter | None = None, retry_base: float | None = None) -> BatchOutcome:
     """Claim, re-check, personalise, render and send one batch over one SMTP connection.
     Safe to call any number of times with the same ids: only queued rows are claimed,
     and each outcome is recorded only while the claim is still this worker's.
 
-    The batch goes out in chunks of CHUNK_SIZE: one query re-checks a chunk right before
-    its messages are handed to SMTP, and one short transaction records the chunk's
-    outcomes. A worker killed inside a chunk leaves at most that chunk accepted by the
-    server but not recorded as sent: recovery hands those over again, with the same
-    Message-ID (receivers de-duplicate on it)."""
+    The batch goes out in chunks of CHUNK_SIZE, two at a time: while a thread hands one
+    chunk to SMTP, this one records the previous chunk's outcomes (one short transaction)
+    and re-checks and renders the next (one query), so the database work and rendering
+    overlap the SMTP exchange. A chunk is re-checked at most one chunk's sending time
+    before its first message leaves. A worker killed mid-run leaves at most two chunks
+    (the one being recorded, the one being sent) accepted by the server but not recorded
+    as sent: recovery hands those over again, with the same Message-ID (receivers
+    de-duplicate on it)."""
     outcome = BatchOutcome()
     retry_base = settings.digest_retry_base_seconds if retry_base is None else retry_base
     with db.session(org_id) as session:
@@ -749,8 +774,11 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
     chunk_size = max(1, min(CHUNK_SIZE, rate))
     connection = _Connection(settings)
     sender = digest_render.envelope_sender(settings)
+    smtp = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-smtp")
     remaining = list(claimed)
-    in_flight: list[_Delivery] = []
+    sending: Future | None = None
+    sending_chunk: list[_Delivery] = []
+    next_chunk: list[_Delivery] = []
     last_beat = time.monotonic()
     session = db.open(org_id)
     try:
@@ -763,64 +791,59 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
         suppressed = {r.email: (r.id, r.hard_failures, r.suppressed_at) for r in session.scalars(select(SuppressedAddress).where(
             SuppressedAddress.email.in_(select(Employee.email).where(Employee.id.in_(employee_ids)))))}
         session.commit()
-        while remaining:
-            if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+        while remaining or sending is not None:
+            if remaining and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                 if get_settings(session).paused:
+                    # Stop handing mail over: what is not being sent already goes back to the queue.
                     _release(session, remaining, worker, utcnow(), None)
-                    session.commit()
-                    outcome.paused = True
-                    return outcome
-                _hold(session, remaining, worker)
+                    remaining, outcome.paused = [], True
+                else:
+                    _hold(session, remaining + [d.send_id for d in sending_chunk], worker)
                 session.commit()
                 last_beat = time.monotonic()
-            chunk, remaining = remaining[:chunk_size], remaining[chunk_size:]
-            in_flight = _prepare_chunk(session, settings, ctx, chunk, worker, received, programs, suppressed)
-            if db.is_sqlite:
-                # SQLite: end the read transaction (its snapshot) before the SMTP exchange,
-                # or the write that records the outcomes could meet a newer snapshot. On
-                # PostgreSQL (read committed) the outcomes' transaction just carries on.
-                session.commit()
-            to_send = [d for d in in_flight if d.state is None]
-            if to_send and limiter is not None:
-                limiter.acquire(org_id, rate, len(to_send))
-            for delivery in to_send:
-                try:
-                    client = connection.get()
-                except (OSError, smtplib.SMTPException) as error:
-                    # Cannot reach the server at all: everything not yet sent waits for a retry.
-                    delay = backoff(1, retry_base, settings.digest_retry_max_seconds)
-                    waiting = [d.send_id for d in to_send if d.state is None] + remaining
-                    _record(session, org_id, worker, in_flight, outcome, received)
-                    _release(session, waiting, worker, utcnow(), utcnow() + timedelta(seconds=delay))
-                    session.execute(update(DigestSend).where(DigestSend.id == delivery.send_id).values(last_error=_error_text(error))
-                                    .execution_options(synchronize_session=False))
+            if remaining:
+                chunk, remaining = remaining[:chunk_size], remaining[chunk_size:]
+                next_chunk = _prepare_chunk(session, settings, ctx, chunk, worker, received, programs, suppressed)
+                if db.is_sqlite:
+                    # SQLite: end the read transaction (its snapshot) before the outcomes'
+                    # write, or that write could meet a newer snapshot. On PostgreSQL (read
+                    # committed) the outcomes' transaction just carries on.
                     session.commit()
-                    in_flight, remaining = [], []
+            if sending is not None:
+                unreachable = sending.result()
+                _record(session, org_id, worker, sending_chunk, outcome)
+                if unreachable is not None:
+                    # Cannot reach the server at all: everything not yet sent waits for a retry.
+                    _record(session, org_id, worker, next_chunk, outcome)
+                    waiting = [d.send_id for d in sending_chunk + next_chunk if d.state is None] + remaining
+                    delay = backoff(1, retry_base, settings.digest_retry_max_seconds)
+                    _release(session, waiting, worker, utcnow(), utcnow() + timedelta(seconds=delay))
+                    session.execute(update(DigestSend).where(DigestSend.id == waiting[0]).values(last_error=_error_text(unreachable))
+                                    .execution_options(synchronize_session=False))
                     outcome.retry_ids += waiting
                     outcome.retry_delay = max(outcome.retry_delay, delay)
-                    break
-                try:
-                    client.sendmail(sender, [delivery.recipient], delivery.raw)
-                except (OSError, smtplib.SMTPException) as error:
-                    _smtp_error(delivery, error, connection, settings, retry_base)
-                else:
-                    delivery.state = SendState.SENT
-            if in_flight:
-                _record(session, org_id, worker, in_flight, outcome, received)
+                    next_chunk, remaining = [], []
                 session.commit()
-                in_flight = []
+                sending, sending_chunk = None, []
+            if next_chunk:
+                sending_chunk, next_chunk = next_chunk, []
+                sending = smtp.submit(_send_chunk, connection, sender, sending_chunk, settings, retry_base, limiter, org_id, rate)
     except BaseException:
         # An unexpected error (not a SIGKILL, which leaves the claims to recovery): record
         # what was decided, put what this worker still holds back in the queue.
+        if sending is not None:
+            wait([sending])
         session.rollback()
         try:
-            _record(session, org_id, worker, [d for d in in_flight if d.state is not None], outcome, received)
-            _release(session, [d.send_id for d in in_flight if d.state is None] + remaining, worker, utcnow(), None)
+            held = sending_chunk + next_chunk
+            _record(session, org_id, worker, held, outcome)
+            _release(session, [d.send_id for d in held if d.state is None] + remaining, worker, utcnow(), None)
             session.commit()
         except Exception:  # noqa: BLE001
             log.exception("could not release digest claims; recovery will")
         raise
     finally:
+        smtp.shutdown()
         session.close()
         connection.close()
     return outcome
