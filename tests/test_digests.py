@@ -153,6 +153,26 @@ def test_batch_sends_multipart_digest_with_headers_and_records_items(db, setting
         assert session.scalar(select(func.count()).select_from(DigestItem).where(DigestItem.employee_id == ids[0])) == 5
 
 
+def test_css_inlined_once_at_load_styles_every_element_like_inlining_each_message(db, settings, tenant, monkeypatch):
+    (employee_id,) = add_employees(db, tenant.org_id, 1)
+    for n in range(3):
+        add_article(db, tenant.org_id, f"Article {n}", age_days=n)
+    template, inline_per_message = digest_render._html_template()
+    assert not inline_per_message and "<style" not in template.render({})
+
+    def styled(html: str) -> list[tuple[str, str]]:
+        return re.findall(r'<(\w+)[^>]*?style="([^"]*)"', html)
+
+    with db.session(tenant.org_id) as session:
+        at_load = digests.preview(session, settings, employee_id, "2026-W48")["html"]
+        environment = digest_render._environment()
+        monkeypatch.setattr(digest_render, "_html_template", lambda: (environment.get_template("digest.html"), True))
+        per_message = digests.preview(session, settings, employee_id, "2026-W48")["html"]
+    assert styled(at_load) == styled(per_message)
+    assert sum(1 for tag, _ in styled(at_load) if tag == "a") == 3 + 5 + 2  # articles, pulse, footer
+    assert re.sub(r"<[^>]+>|\s+", " ", at_load).split() == re.sub(r"<[^>]+>|\s+", " ", per_message).split()
+
+
 def test_next_week_never_repeats_an_article_and_empty_digest_is_skipped(db, settings, tenant, smtp_sink):
     add_employees(db, tenant.org_id, 1)
     for n in range(6):

@@ -6,10 +6,10 @@ tenant guard filters and stamps ``org_id``, so nothing here filters by it by han
 """
 from __future__ import annotations
 
-from functools import lru_cache
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Float, Integer, Select, func, or_, select, text

@@ -8,11 +8,11 @@ import quopri
 import re
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
@@ -281,8 +281,6 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
 
 
 def _is_colour(value: str | None) -> bool:
-    import re
-
     return bool(value and re.fullmatch(r"#[0-9a-fA-F]{6}", value))
 
 

@@ -2,11 +2,11 @@
 erasure (GDPR art. 17), data export (art. 15) and formula-safe CSV exports."""
 from __future__ import annotations
 
-from functools import lru_cache
 import csv
 import io
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
+from functools import lru_cache
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
