@@ -153,6 +153,26 @@ def test_batch_sends_multipart_digest_with_headers_and_records_items(db, setting
         assert session.scalar(select(func.count()).select_from(DigestItem).where(DigestItem.employee_id == ids[0])) == 5
 
 
+def test_css_inlined_once_at_load_styles_every_element_like_inlining_each_message(db, settings, tenant, monkeypatch):
+    (employee_id,) = add_employees(db, tenant.org_id, 1)
+    for n in range(3):
+        add_article(db, tenant.org_id, f"Article {n}", age_days=n)
+    template, inline_per_message = digest_render._html_template()
+    assert not inline_per_message and "<style" not in template.render({})
+
+    def styled(html: str) -> list[tuple[str, str]]:
+        return re.findall(r'<(\w+)[^>]*?style="([^"]*)"', html)
+
+    with db.session(tenant.org_id) as session:
+        at_load = digests.preview(session, settings, employee_id, "2026-W48")["html"]
+        environment = digest_render._environment()
+        monkeypatch.setattr(digest_render, "_html_template", lambda: (environment.get_template("digest.html"), True))
+        per_message = digests.preview(session, settings, employee_id, "2026-W48")["html"]
+    assert styled(at_load) == styled(per_message)
+    assert sum(1 for tag, _ in styled(at_load) if tag == "a") == 3 + 5 + 2  # articles, pulse, footer
+    assert re.sub(r"<[^>]+>|\s+", " ", at_load).split() == re.sub(r"<[^>]+>|\s+", " ", per_message).split()
+
+
 def test_next_week_never_repeats_an_article_and_empty_digest_is_skipped(db, settings, tenant, smtp_sink):
     add_employees(db, tenant.org_id, 1)
     for n in range(6):
@@ -241,33 +261,40 @@ def test_signed_links_are_tamper_proof_and_pulse_needs_analytics_consent(db, set
         session.get(Employee, consenting).analytics_consent = True
     with db.session(tenant.org_id) as session:
         a, b = session.get(Employee, consenting), session.get(Employee, private)
-        token_a = digest_render.pulse_token(settings.secret_key, a, "2026-W48", 4)
-        token_b = digest_render.pulse_token(settings.secret_key, b, "2026-W48", 2)
-        preview_a = digest_render.pulse_token(settings.secret_key, a, "2026-W48", 1, preview=True)
-    # Swapping the score (or anything) in the payload breaks the signature.
+        token_a = digest_render.pulse_token(settings.secret_key, a, "2026-W48")
+        token_b = digest_render.pulse_token(settings.secret_key, b, "2026-W48")
+        preview_a = digest_render.pulse_token(settings.secret_key, a, "2026-W48", preview=True)
+        # A link sent before the score moved from the signed payload to the path.
+        earlier_a = digest_render._sign(settings.secret_key, digest_render.PULSE_PURPOSE, a, False, w="2026-W47", s=3)
+    # Changing the week or the employee (or anything) in the payload breaks the signature.
     payload, rest = token_a.split(".", 1)
     import base64
     import json
 
     decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    decoded["s"] = 5
+    decoded["w"] = "2026-W49"
     forged = base64.urlsafe_b64encode(json.dumps(decoded, separators=(",", ":")).encode()).decode().rstrip("=") + "." + rest
-    assert client.get(f"/pulse/{forged}").status_code == 404
-    assert client.get(f"/pulse/{token_a[:-3]}abc").status_code == 404
+    assert client.get(f"/pulse/{forged}/4").status_code == 404
+    assert client.get(f"/pulse/{token_a[:-3]}abc/4").status_code == 404
+    # The score is one of the five answers, and an earlier link's signed score cannot be changed.
+    assert client.get(f"/pulse/{token_a}/6").status_code == 404
+    assert client.get(f"/pulse/{token_a}").status_code == 404
+    assert client.get(f"/pulse/{earlier_a}/5").status_code == 404
     # An unsubscribe link is not a pulse link (and vice versa): purposes are separate.
     assert client.post(f"/u/{token_a}").status_code == 404
 
-    thanks = client.get(f"/pulse/{token_a}")
+    thanks = client.get(f"/pulse/{token_a}/4")
     assert thanks.status_code == 200 and "4 of 5" in thanks.get_data(as_text=True)
-    assert client.get(f"/pulse/{token_b}").status_code == 200  # works without consent, stores nothing
-    assert client.get(f"/pulse/{preview_a}").status_code == 200  # preview links record nothing
+    assert client.get(f"/pulse/{token_b}/2").status_code == 200  # works without consent, stores nothing
+    assert client.get(f"/pulse/{preview_a}/1").status_code == 200  # preview links record nothing
+    assert client.get(f"/pulse/{earlier_a}").status_code == 200
     with db.session(tenant.org_id) as session:
-        rows = [(r.employee_id, r.iso_week, r.score) for r in session.scalars(select(PulseResponse))]
-    assert rows == [(consenting, "2026-W48", 4)]
+        rows = sorted((r.employee_id, r.iso_week, r.score) for r in session.scalars(select(PulseResponse)))
+    assert rows == [(consenting, "2026-W47", 3), (consenting, "2026-W48", 4)]
     # A revoked link (epoch bumped) stops working.
     with db.session(tenant.org_id) as session:
         employees.revoke_links(session, None, consenting)
-    assert client.get(f"/pulse/{token_a}").status_code == 404
+    assert client.get(f"/pulse/{token_a}/4").status_code == 404
 
 
 def test_article_links_carry_the_employee_only_with_analytics_consent(db, settings, tenant, smtp_sink):

@@ -48,9 +48,10 @@ def unsubscribe(token: str):
 
 
 @bp.get("/pulse/<token>")
-def pulse(token: str):
+@bp.get("/pulse/<token>/<int:score>")
+def pulse(token: str, score: int | None = None):
     """One click from the digest records this week's answer and thanks the employee."""
-    link = digest_render.read_pulse_token(context.settings().secret_key, token)
+    link = digest_render.read_pulse_token(context.settings().secret_key, token, score)
     if link is None:
         return _invalid()
     with context.database().session(link.org_id) as session:

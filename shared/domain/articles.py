@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Float, Integer, Select, any_, bindparam, false, func, or_, select, text
@@ -684,6 +685,7 @@ def articles_for_employees(session: Session, *, topics: list[str] | None = None,
     return list(session.scalars(stmt))
 
 
+@lru_cache(maxsize=8)
 def article_signer(secret_key: str) -> security.LinkSigner:
     return security.LinkSigner(secret_key, ARTICLE_LINK_PURPOSE)
 

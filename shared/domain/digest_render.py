@@ -3,10 +3,14 @@ programs), signed links, Jinja HTML + plain text with inlined CSS, localised dat
 the RFC 2369 / RFC 8058 unsubscribe headers. No database writes here."""
 from __future__ import annotations
 
+import logging
+import quopri
+import re
+import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-import quopri
-import uuid
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
@@ -16,7 +20,7 @@ from urllib.parse import quote
 import css_inline
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
 
 from shared import security
 from shared.config import Settings
@@ -29,7 +33,14 @@ MAX_ARTICLES = 5
 LINK_MAX_AGE_SECONDS = 365 * 24 * 3600
 UNSUBSCRIBE_PURPOSE = "digest-unsubscribe"
 PULSE_PURPOSE = "digest-pulse"
+PULSE_SCORES = (1, 2, 3, 4, 5)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "digests"
+# Jinja tags in a template's source, and its stylesheets (see _html_template).
+_JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_STYLE_BLOCK = re.compile(r"<style\b.*?</style>", re.S | re.I)
+_PLACEHOLDER = re.compile(r"wbjinjatag(\d+)x")
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +56,38 @@ def _environment() -> Environment:
 @lru_cache(maxsize=1)
 def _inliner() -> css_inline.CSSInliner:
     return css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+@lru_cache(maxsize=1)
+def _text_template() -> Template:
+    return _environment().get_template("digest.txt")
+
+
+@lru_cache(maxsize=1)
+def _html_template() -> tuple[Template, bool]:
+    """The HTML template with its CSS inlined once, when it is loaded, not per message:
+    the Jinja tags are swapped for placeholders, css-inline runs over the template source
+    and the tags go back. The stylesheet's selectors apply to the template's elements,
+    so this needs class and descendant selectors, not ones that count repeated elements
+    (``:nth-child``), and no Jinja logic inside ``<style>`` (expressions such as the
+    organisation's colour are fine). Returns (template, inline_per_message): if a tag
+    did not survive in place, the plain template is inlined per message instead."""
+    env = _environment()
+    source = env.loader.get_source(env, "digest.html")[0]
+    tags: list[str] = []
+
+    def protect(match: re.Match) -> str:
+        tags.append(match.group(0))
+        return f"wbjinjatag{len(tags) - 1}x"
+
+    protected = _JINJA_TAG.sub(protect, source)
+    in_style = {int(i) for block in _STYLE_BLOCK.findall(protected) for i in _PLACEHOLDER.findall(block)}
+    inlined = _inliner().inline(protected)
+    survived = Counter(int(i) for i in _PLACEHOLDER.findall(inlined))
+    if all(tags[i].startswith("{{") for i in in_style) and all(survived[i] == 1 for i in range(len(tags)) if i not in in_style):
+        return env.from_string(_PLACEHOLDER.sub(lambda m: tags[int(m.group(1))], inlined)), False
+    log.warning("digest.html cannot be inlined once at load; inlining its CSS per message")
+    return env.get_template("digest.html"), True
 
 
 @lru_cache(maxsize=64)
@@ -76,15 +119,20 @@ class EmployeeLink:
     score: int | None = None
 
 
+@lru_cache(maxsize=8)
+def _signer(secret: str, purpose: str) -> security.LinkSigner:
+    return security.LinkSigner(secret, purpose)
+
+
 def _sign(secret: str, purpose: str, employee: Employee, preview: bool, **extra: object) -> str:
     payload: dict = {"o": employee.org_id, "e": employee.id, "v": employee.link_epoch, **extra}
     if preview:
         payload["t"] = 1
-    return security.LinkSigner(secret, purpose).sign(payload)
+    return _signer(secret, purpose).sign(payload)
 
 
 def _read(secret: str, purpose: str, token: str) -> dict | None:
-    payload = security.LinkSigner(secret, purpose).verify(token, LINK_MAX_AGE_SECONDS)
+    payload = _signer(secret, purpose).verify(token, LINK_MAX_AGE_SECONDS)
     if not isinstance(payload, dict):
         return None
     if not all(isinstance(payload.get(k), int) for k in ("o", "e", "v")):
@@ -103,15 +151,30 @@ def read_unsubscribe_token(secret: str, token: str) -> EmployeeLink | None:
     return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")))
 
 
-def pulse_token(secret: str, employee: Employee, iso_week: str, score: int, preview: bool = False) -> str:
-    return _sign(secret, PULSE_PURPOSE, employee, preview, w=iso_week, s=score)
+def pulse_token(secret: str, employee: Employee, iso_week: str, preview: bool = False) -> str:
+    """One signature for the week's pulse: its five links add the score to the path
+    (any of the five is the employee's own answer to give; the token fixes who and which week)."""
+    return _sign(secret, PULSE_PURPOSE, employee, preview, w=iso_week)
 
 
-def read_pulse_token(secret: str, token: str) -> EmployeeLink | None:
+def pulse_links(base: str, secret: str, employee: Employee, iso_week: str, preview: bool = False) -> list[tuple[int, str]]:
+    token = pulse_token(secret, employee, iso_week, preview)
+    return [(score, f"{base}/pulse/{token}/{score}") for score in PULSE_SCORES]
+
+
+def read_pulse_token(secret: str, token: str, score: int | None) -> EmployeeLink | None:
+    """The link of ``/pulse/<token>/<score>``, or of ``/pulse/<token>`` for links sent
+    before the score moved to the path (their signed payload carries it)."""
     payload = _read(secret, PULSE_PURPOSE, token)
-    if payload is None or not isinstance(payload.get("w"), str) or payload.get("s") not in (1, 2, 3, 4, 5):
+    if payload is None or not isinstance(payload.get("w"), str):
         return None
-    return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")), payload["w"], payload["s"])
+    if "s" in payload:
+        if score not in (None, payload["s"]):
+            return None
+        score = payload["s"]
+    if score not in PULSE_SCORES:
+        return None
+    return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")), payload["w"], score)
 
 
 # ---- personalisation ---------------------------------------------------------------------
@@ -147,6 +210,14 @@ def program_line(program: Program, today: date, locale: Locale) -> str:
 
 # ---- rendering ---------------------------------------------------------------------------
 
+@lru_cache(maxsize=4096)
+def _shared_article_link(base: str, secret: str, org_id: int, article_id: int, hour: int) -> str:
+    """An article link without the employee is the same in every digest of the
+    organisation: signed once an hour (its timestamp only starts its year of validity),
+    not once per message."""
+    return article_domain.article_link(base, secret, org_id, article_id)
+
+
 @dataclass
 class RenderedDigest:
     subject: str
@@ -174,7 +245,8 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
             "partner": a.partner.name if a.partner else "",
             "topics": [t.name for t in a.topics],
             # The employee id rides in the link (so a read counts as activity) only with analytics consent.
-            "url": article_domain.article_link(base, secret, organisation.id, a.id, employee.id if track else None),
+            "url": article_domain.article_link(base, secret, organisation.id, a.id, employee.id) if track
+            else _shared_article_link(base, secret, organisation.id, a.id, int(time.time() // 3600)),
         }
         for a in chosen
     ]
@@ -188,13 +260,15 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
         "subject": f"{organisation.name}: your wellbeing digest, week of {week_label}",
         "articles": article_rows,
         "programs": [{"name": p.name, "when": program_line(p, today, locale)} for p in programs],
-        "pulse_links": [(s, f"{base}/pulse/{pulse_token(secret, employee, iso_week, s, preview)}") for s in range(1, 6)],
+        "pulse_links": pulse_links(base, secret, employee, iso_week, preview),
         "preferences_url": f"{base}/p/{employee_domain.preference_token(secret, employee)}" if not preview else f"{base}/p/preview",
         "unsubscribe_url": unsubscribe_url,
     }
-    env = _environment()
-    html = _inliner().inline(env.get_template("digest.html").render(context))
-    text = env.get_template("digest.txt").render(context)
+    html_template, inline_per_message = _html_template()
+    html = html_template.render(context)
+    if inline_per_message:
+        html = _inliner().inline(html)
+    text = _text_template().render(context)
     token = unsubscribe_url.rsplit("/", 1)[-1]
     headers = {
         "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{mail_domain(settings)}?subject={quote('unsubscribe ' + token)}>",
@@ -207,8 +281,6 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
 
 
 def _is_colour(value: str | None) -> bool:
-    import re
-
     return bool(value and re.fullmatch(r"#[0-9a-fA-F]{6}", value))
 
 
@@ -225,6 +297,7 @@ def _header(value: str) -> str:
         return Header(value, "utf-8").encode()
 
 
+@lru_cache(maxsize=16)  # the sender's address, parsed and encoded once, not per message
 def _address(value: str) -> str:
     name, address = parseaddr(value)
     return formataddr((name, address), charset="utf-8") if name else address

@@ -16,10 +16,11 @@ import random
 import smtplib
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -64,6 +65,12 @@ HARD_FAILURE_LIMIT = 3
 # claims every HEARTBEAT_SECONDS, so only a dead (or wedged) worker's claims go stale.
 CLAIM_TIMEOUT = timedelta(minutes=2)
 HEARTBEAT_SECONDS = 5.0
+# Sends re-checked together right before SMTP and recorded together after it (one query
+# and one commit per chunk instead of per message; see process_batch).
+CHUNK_SIZE = 20
+# The crash bound that follows: a worker killed mid-batch leaves at most two chunks
+# accepted by the server but not recorded as sent, handed over again with the same Message-ID.
+MAX_REDELIVERED_PER_CRASH = 2 * CHUNK_SIZE
 # A queued row whose task should have run this long ago is enqueued again.
 REQUEUE_AFTER = timedelta(minutes=5)
 
@@ -446,7 +453,9 @@ class RateLimiter:
 
             self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
 
-    def acquire(self, org_id: int, per_second: int) -> None:
+    def acquire(self, org_id: int, per_second: int, count: int = 1) -> None:
+        """Take ``count`` messages (at most ``per_second``) from the current second's
+        allowance, waiting for the next second while it is spent."""
         if self._client is None:
             return
         while True:
@@ -454,13 +463,13 @@ class RateLimiter:
             key = f"wellbeing:digest-rate:{org_id}:{int(now)}"
             try:
                 pipe = self._client.pipeline()
-                pipe.incr(key)
+                pipe.incrby(key, count)
                 pipe.expire(key, 2)
-                count = pipe.execute()[0]
+                taken = pipe.execute()[0]
             except Exception as error:  # noqa: BLE001 - Redis down: do not stall delivery
                 log.warning("digest rate limiter unavailable (%s); sending unthrottled", error)
                 return
-            if count <= per_second:
+            if taken <= per_second:
                 return
             time.sleep(max(0.001, 1 - (now - int(now))))
 
@@ -595,11 +604,161 @@ def _hold(session: Session, ids: list[int], worker: str) -> None:
                     .values(claimed_at=utcnow()).execution_options(synchronize_session=False))
 
 
+@dataclass
+class _Delivery:
+    """One send of a chunk, from its re-check to its recorded outcome."""
+
+    send_id: int
+    employee_id: int | None
+    attempts: int
+    skip_reason: str | None = None
+    recipient: str = ""
+    message_id: str = ""
+    raw: bytes = b""
+    article_ids: list[int] = field(default_factory=list)
+    suppression: tuple | None = None
+    # The outcome, once decided (None: not handed to SMTP yet).
+    state: SendState | None = None
+    error: str | None = None
+    hard_failure: bool = False
+    retry_at: datetime | None = None
+
+
+def _prepare_chunk(session: Session, settings: Settings, ctx: BatchContext, chunk: list[int], worker: str,
+                   received: dict[int, set[int]], programs: dict[int, list[Program]], suppressed: dict) -> list[_Delivery]:
+    """The re-check of a chunk, right before its messages go out, in one query: consent
+    withdrawn, unsubscribed, left, paused or erased since the row was queued means no
+    mail. Rows no longer claimed by this worker (recovery took them after a stall) drop
+    out. Every remaining send is personalised and rendered."""
+    rows = session.execute(
+        select(DigestSend.id, DigestSend.iso_week, DigestSend.attempts, Employee)
+        .outerjoin(Employee, Employee.id == DigestSend.employee_id)
+        .where(DigestSend.id.in_(chunk), DigestSend.claimed_by == worker, DigestSend.state == SendState.SENDING)
+        .order_by(DigestSend.id).execution_options(populate_existing=True)).all()
+    today = utcnow().date()
+    deliveries = []
+    for send_id, iso_week, attempts, employee in rows:
+        delivery = _Delivery(send_id, employee.id if employee is not None else None, attempts)
+        deliveries.append(delivery)
+        suppression = suppressed.get(employee.email) if employee is not None else None
+        delivery.skip_reason = _skip_reason(employee, today, suppression is not None and suppression[2] is not None)
+        if delivery.skip_reason is not None:
+            delivery.state = SendState.SKIPPED
+            continue
+        rendered = personalise(settings, ctx, employee, iso_week, received.get(employee.id, set()), programs.get(employee.id, []))
+        if rendered.empty:
+            delivery.state, delivery.skip_reason = SendState.SKIPPED, "nothing new"
+            continue
+        delivery.recipient, delivery.suppression, delivery.article_ids = employee.email, suppression, rendered.article_ids
+        # Counted as received now, so a later send of this batch to the same employee
+        # (another week) does not repeat them; if this one fails, that one just skips them.
+        received.setdefault(employee.id, set()).update(rendered.article_ids)
+        delivery.message_id = digest_render.message_id(settings, send_id, iso_week)
+        delivery.raw = digest_render.build_raw(settings, delivery.recipient, rendered, delivery.message_id)
+    return deliveries
+
+
+def _smtp_error(delivery: _Delivery, error: Exception, connection: _Connection, settings: Settings, retry_base: float) -> None:
+    """Decide a refused message's outcome: 5xx fails it, 4xx and connection errors
+    retry it with backoff until MAX_ATTEMPTS."""
+    code = _smtp_code(error)
+    text = _error_text(error)
+    if code is None or code == 421 or not (400 <= code < 600) or isinstance(error, smtplib.SMTPServerDisconnected):
+        connection.drop()
+    if code is not None and code >= 500:
+        delivery.state, delivery.error = SendState.FAILED, text
+        delivery.hard_failure = not isinstance(error, smtplib.SMTPSenderRefused)
+    elif delivery.attempts + 1 >= MAX_ATTEMPTS:
+        delivery.state, delivery.error = SendState.FAILED, f"gave up after {delivery.attempts + 1} attempts: {text}"[:1000]
+    else:
+        delay = backoff(delivery.attempts + 1, retry_base, settings.digest_retry_max_seconds)
+        delivery.state, delivery.error, delivery.retry_at = SendState.QUEUED, text, utcnow() + timedelta(seconds=delay)
+
+
+def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delivery], outcome: BatchOutcome) -> None:
+    """Record the decided outcomes of a chunk, each only while the claim is still this
+    worker's, in a few statements: the sent rows in one UPDATE (and their digest items in
+    one INSERT), the skipped rows one UPDATE per reason; failures and retries (rare) one
+    by one. Undecided deliveries (not handed to SMTP) are left alone."""
+    now = utcnow()
+    sent = [d for d in deliveries if d.state == SendState.SENT]
+    if sent:
+        ours = set(session.scalars(
+            update(DigestSend).where(DigestSend.id.in_([d.send_id for d in sent]), DigestSend.claimed_by == worker,
+                                     DigestSend.state == SendState.SENDING)
+            .values(state=SendState.SENT, claimed_by=None, attempts=DigestSend.attempts + 1, sent_at=now, updated_at=now,
+                    last_error=None, next_attempt_at=None,
+                    message_id=case({d.send_id: d.message_id for d in sent}, value=DigestSend.id),
+                    recipient=case({d.send_id: d.recipient for d in sent}, value=DigestSend.id))
+            .returning(DigestSend.id).execution_options(synchronize_session=False)))
+        sent = [d for d in sent if d.send_id in ours]
+    if sent:
+        items = [{"org_id": org_id, "send_id": d.send_id, "employee_id": d.employee_id, "article_id": a, "position": i}
+                 for d in sent for i, a in enumerate(d.article_ids)]
+        if items:
+            session.execute(insert(DigestItem), items)
+        for d in sent:
+            if d.suppression is not None and d.suppression[1] and d.suppression[2] is None:
+                session.execute(update(SuppressedAddress).where(SuppressedAddress.id == d.suppression[0])
+                                .values(hard_failures=0).execution_options(synchronize_session=False))
+        outcome.sent += len(sent)
+    skipped: dict[str, list[int]] = {}
+    for d in deliveries:
+        if d.state == SendState.SKIPPED:
+            skipped.setdefault(d.skip_reason, []).append(d.send_id)
+    for reason, ids in skipped.items():
+        result = session.execute(
+            update(DigestSend).where(DigestSend.id.in_(ids), DigestSend.claimed_by == worker, DigestSend.state == SendState.SENDING)
+            .values(state=SendState.SKIPPED, skip_reason=reason, claimed_by=None, updated_at=now)
+            .execution_options(synchronize_session=False))
+        outcome.skipped += result.rowcount
+    for d in deliveries:
+        if d.state == SendState.FAILED:
+            if _finish(session, d.send_id, worker, state=SendState.FAILED, last_error=d.error) and d.hard_failure:
+                _hard_failure(session, d.recipient, d.error, now)
+            outcome.failed += 1
+        elif d.state == SendState.QUEUED:
+            if _finish(session, d.send_id, worker, state=SendState.QUEUED, last_error=d.error, next_attempt_at=d.retry_at,
+                       enqueued_at=d.retry_at, claimed_at=None):
+                outcome.retry_ids.append(d.send_id)
+                outcome.retry_delay = max(outcome.retry_delay, (d.retry_at - now).total_seconds())
+
+
+def _send_chunk(connection: _Connection, sender: str, deliveries: list[_Delivery], settings: Settings, retry_base: float,
+                limiter: RateLimiter | None, org_id: int, rate: int) -> Exception | None:
+    """Hand a chunk's rendered messages to SMTP, deciding each one's outcome. Returns the
+    error if the server cannot be reached at all (the rest of the chunk stays undecided)."""
+    to_send = [d for d in deliveries if d.state is None]
+    if to_send and limiter is not None:
+        limiter.acquire(org_id, rate, len(to_send))
+    for delivery in to_send:
+        try:
+            client = connection.get()
+        except (OSError, smtplib.SMTPException) as error:
+            return error
+        try:
+            client.sendmail(sender, [delivery.recipient], delivery.raw)
+        except (OSError, smtplib.SMTPException) as error:
+            _smtp_error(delivery, error, connection, settings, retry_base)
+        else:
+            delivery.state = SendState.SENT
+    return None
+
+
 def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[int], worker: str,
                   limiter: RateLimiter | None = None, retry_base: float | None = None) -> BatchOutcome:
     """Claim, re-check, personalise, render and send one batch over one SMTP connection.
     Safe to call any number of times with the same ids: only queued rows are claimed,
-    and each outcome is recorded only while the claim is still this worker's."""
+    and each outcome is recorded only while the claim is still this worker's.
+
+    The batch goes out in chunks of CHUNK_SIZE, two at a time: while a thread hands one
+    chunk to SMTP, this one records the previous chunk's outcomes (one short transaction)
+    and re-checks and renders the next (one query), so the database work and rendering
+    overlap the SMTP exchange. A chunk is re-checked at most one chunk's sending time
+    before its first message leaves. A worker killed mid-run leaves at most two chunks
+    (the one being recorded, the one being sent) accepted by the server but not recorded
+    as sent: recovery hands those over again, with the same Message-ID (receivers
+    de-duplicate on it)."""
     outcome = BatchOutcome()
     retry_base = settings.digest_retry_base_seconds if retry_base is None else retry_base
     with db.session(org_id) as session:
@@ -611,12 +770,17 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
         rate = config.rate_per_second
     if not claimed:
         return outcome
+    # A chunk never needs more than one second's allowance of the rate limit.
+    chunk_size = max(1, min(CHUNK_SIZE, rate))
     connection = _Connection(settings)
     sender = digest_render.envelope_sender(settings)
+    smtp = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-smtp")
     remaining = list(claimed)
+    sending: Future | None = None
+    sending_chunk: list[_Delivery] = []
+    next_chunk: list[_Delivery] = []
     last_beat = time.monotonic()
     session = db.open(org_id)
-    sqlite = db.is_sqlite
     try:
         today = utcnow().date()
         ctx = batch_context(session, today)
@@ -627,115 +791,59 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
         suppressed = {r.email: (r.id, r.hard_failures, r.suppressed_at) for r in session.scalars(select(SuppressedAddress).where(
             SuppressedAddress.email.in_(select(Employee.email).where(Employee.id.in_(employee_ids)))))}
         session.commit()
-        while remaining:
-            send_id = remaining[0]
-            if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+        while remaining or sending is not None:
+            if remaining and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                 if get_settings(session).paused:
+                    # Stop handing mail over: what is not being sent already goes back to the queue.
                     _release(session, remaining, worker, utcnow(), None)
-                    session.commit()
-                    outcome.paused = True
-                    return outcome
-                _hold(session, remaining, worker)
+                    remaining, outcome.paused = [], True
+                else:
+                    _hold(session, remaining + [d.send_id for d in sending_chunk], worker)
                 session.commit()
                 last_beat = time.monotonic()
-            # Re-checked right before SMTP, in a fresh transaction: consent withdrawn,
-            # unsubscribed, left, paused or erased since the row was queued means no mail.
-            row = session.execute(select(DigestSend.iso_week, Employee).outerjoin(Employee, Employee.id == DigestSend.employee_id).where(
-                DigestSend.id == send_id, DigestSend.claimed_by == worker, DigestSend.state == SendState.SENDING)).first()
-            if row is None:  # reclaimed by recovery after a stall: not ours any more
+            if remaining:
+                chunk, remaining = remaining[:chunk_size], remaining[chunk_size:]
+                next_chunk = _prepare_chunk(session, settings, ctx, chunk, worker, received, programs, suppressed)
+                if db.is_sqlite:
+                    # SQLite: end the read transaction (its snapshot) before the outcomes'
+                    # write, or that write could meet a newer snapshot. On PostgreSQL (read
+                    # committed) the outcomes' transaction just carries on.
+                    session.commit()
+            if sending is not None:
+                unreachable = sending.result()
+                _record(session, org_id, worker, sending_chunk, outcome)
+                if unreachable is not None:
+                    # Cannot reach the server at all: everything not yet sent waits for a retry.
+                    _record(session, org_id, worker, next_chunk, outcome)
+                    waiting = [d.send_id for d in sending_chunk + next_chunk if d.state is None] + remaining
+                    delay = backoff(1, retry_base, settings.digest_retry_max_seconds)
+                    _release(session, waiting, worker, utcnow(), utcnow() + timedelta(seconds=delay))
+                    session.execute(update(DigestSend).where(DigestSend.id == waiting[0]).values(last_error=_error_text(unreachable))
+                                    .execution_options(synchronize_session=False))
+                    outcome.retry_ids += waiting
+                    outcome.retry_delay = max(outcome.retry_delay, delay)
+                    next_chunk, remaining = [], []
                 session.commit()
-                remaining.pop(0)
-                continue
-            iso_week, employee = row
-            suppression = suppressed.get(employee.email) if employee is not None else None
-            reason = _skip_reason(employee, utcnow().date(), suppression is not None and suppression[2] is not None)
-            rendered = None
-            if reason is None:
-                rendered = personalise(settings, ctx, employee, iso_week, received.get(employee.id, set()), programs.get(employee.id, []))
-                if rendered.empty:
-                    reason = "nothing new"
-            if reason is not None:
-                _finish(session, send_id, worker, state=SendState.SKIPPED, skip_reason=reason, count_attempt=False)
-                session.commit()
-                outcome.skipped += 1
-                remaining.pop(0)
-                continue
-            recipient, employee_id = employee.email, employee.id
-            if sqlite:
-                # SQLite: end the read transaction (its snapshot) before the SMTP exchange,
-                # or the write that records the outcome could meet a newer snapshot. On
-                # PostgreSQL (read committed) the outcome's transaction just carries on.
-                session.commit()
-            msg_id = digest_render.message_id(settings, send_id, iso_week)
-            raw = digest_render.build_raw(settings, recipient, rendered, msg_id)
-            if limiter is not None:
-                limiter.acquire(org_id, rate)
-            try:
-                client = connection.get()
-            except (OSError, smtplib.SMTPException) as error:
-                # Cannot reach the server at all: everything left waits for a retry.
-                delay = backoff(1, retry_base, settings.digest_retry_max_seconds)
-                _release(session, remaining, worker, utcnow(), utcnow() + timedelta(seconds=delay))
-                session.execute(update(DigestSend).where(DigestSend.id == send_id).values(last_error=_error_text(error))
-                                .execution_options(synchronize_session=False))
-                session.commit()
-                outcome.retry_ids += remaining
-                outcome.retry_delay = max(outcome.retry_delay, delay)
-                remaining = []
-                break
-            try:
-                client.sendmail(sender, [recipient], raw)
-            except (OSError, smtplib.SMTPException) as error:
-                code = _smtp_code(error)
-                text = _error_text(error)
-                if code is None or code == 421 or not (400 <= code < 600) or isinstance(error, smtplib.SMTPServerDisconnected):
-                    connection.drop()
-                current = session.scalar(select(DigestSend.attempts).where(DigestSend.id == send_id)) or 0
-                if code is not None and code >= 500:
-                    if _finish(session, send_id, worker, state=SendState.FAILED, last_error=text):
-                        if not isinstance(error, smtplib.SMTPSenderRefused):
-                            _hard_failure(session, recipient, text, utcnow())
-                    outcome.failed += 1
-                elif current + 1 >= MAX_ATTEMPTS:
-                    _finish(session, send_id, worker, state=SendState.FAILED, last_error=f"gave up after {current + 1} attempts: {text}"[:1000])
-                    outcome.failed += 1
-                else:
-                    delay = backoff(current + 1, retry_base, settings.digest_retry_max_seconds)
-                    at = utcnow() + timedelta(seconds=delay)
-                    if _finish(session, send_id, worker, state=SendState.QUEUED, last_error=text, next_attempt_at=at,
-                               enqueued_at=at, claimed_at=None):
-                        outcome.retry_ids.append(send_id)
-                        outcome.retry_delay = max(outcome.retry_delay, delay)
-                session.commit()
-                remaining.pop(0)
-                continue
-            # Accepted by the server: record it at once. A crash inside this one short
-            # commit is the only way a digest can be handed over twice (with the same
-            # Message-ID, so receivers can tell).
-            if _finish(session, send_id, worker, state=SendState.SENT, sent_at=utcnow(), message_id=msg_id,
-                       recipient=recipient, last_error=None, next_attempt_at=None):
-                if rendered.article_ids:
-                    session.execute(insert(DigestItem), [
-                        {"org_id": org_id, "send_id": send_id, "employee_id": employee_id, "article_id": a, "position": i}
-                        for i, a in enumerate(rendered.article_ids)])
-                if suppression is not None and suppression[1] and suppression[2] is None:
-                    session.execute(update(SuppressedAddress).where(SuppressedAddress.id == suppression[0])
-                                    .values(hard_failures=0).execution_options(synchronize_session=False))
-                outcome.sent += 1
-                received.setdefault(employee_id, set()).update(rendered.article_ids)
-            session.commit()
-            remaining.pop(0)
+                sending, sending_chunk = None, []
+            if next_chunk:
+                sending_chunk, next_chunk = next_chunk, []
+                sending = smtp.submit(_send_chunk, connection, sender, sending_chunk, settings, retry_base, limiter, org_id, rate)
     except BaseException:
-        # An unexpected error (not a SIGKILL, which leaves the claim to recovery): put
-        # what this worker still holds back in the queue for another try.
+        # An unexpected error (not a SIGKILL, which leaves the claims to recovery): record
+        # what was decided, put what this worker still holds back in the queue.
+        if sending is not None:
+            wait([sending])
         session.rollback()
         try:
-            _release(session, remaining, worker, utcnow(), None)
+            held = sending_chunk + next_chunk
+            _record(session, org_id, worker, held, outcome)
+            _release(session, [d.send_id for d in held if d.state is None] + remaining, worker, utcnow(), None)
             session.commit()
         except Exception:  # noqa: BLE001
             log.exception("could not release digest claims; recovery will")
         raise
     finally:
+        smtp.shutdown()
         session.close()
         connection.close()
     return outcome

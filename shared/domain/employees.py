@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
+from functools import lru_cache
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -212,6 +213,7 @@ def audit_history(session: Session, employee_id: int, limit: int = 200) -> list[
 
 # ---- signed links -------------------------------------------------------------------------
 
+@lru_cache(maxsize=8)
 def link_signer(secret_key: str) -> security.LinkSigner:
     return security.LinkSigner(secret_key, LINK_PURPOSE)
 
