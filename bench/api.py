@@ -19,29 +19,25 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._load import LoadResult, run_load  # noqa: E402
-from bench._support import free_port, prepare_database  # noqa: E402
+from bench._support import create_org_with_token, free_port, prepare_database  # noqa: E402
 from shared.config import load_settings  # noqa: E402
 
 
 def seed(database_url: str, users: int) -> str:
     from shared.db import Database
-    from shared.domain import accounts
     from shared.migrate import upgrade
     from shared.models import Role, User
 
     upgrade(database_url)
+    org_id, token = create_org_with_token(database_url, "Bench Ltd", "bench-admin@example.com")
     db = Database(database_url)
-    with db.session(unscoped=True) as session:
-        org = accounts.create_organisation(session, "Bench Ltd", "bench-admin@example.com", "bench-password-123")
-        admin = session.scalar(accounts.users_query().where(User.org_id == org.id))
-        token = accounts.issue_token(session, admin, timedelta(hours=2)).token
-        session.add_all(User(org_id=org.id, email=f"user{i}@example.com", full_name=f"User {i}", role=Role.MANAGER) for i in range(users))
+    with db.session(org_id) as session:
+        session.add_all(User(email=f"user{i}@example.com", full_name=f"User {i}", role=Role.MANAGER) for i in range(users))
     if not db.is_sqlite:
         # Planner statistics, as autovacuum would have gathered them on a live system
         # long before anyone lists these users.
