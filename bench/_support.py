@@ -1,4 +1,5 @@
-"""What the benchmarks share: free loopback ports and a scratch database per run."""
+"""What the benchmarks share: free loopback ports, a scratch database per run, and an
+organisation with an HR admin's bearer token."""
 from __future__ import annotations
 
 import socket
@@ -31,3 +32,21 @@ def prepare_database(admin_url: str | None, workdir: Path) -> tuple[str, Callabl
         admin.dispose()
 
     return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def create_org_with_token(database_url: str, name: str, admin_email: str) -> tuple[int, str]:
+    """A new organisation in a migrated database, and a bearer token of its HR admin."""
+    from datetime import timedelta
+
+    from shared.db import Database
+    from shared.domain import accounts
+    from shared.models import User
+
+    db = Database(database_url)
+    try:
+        with db.session(unscoped=True) as session:
+            org = accounts.create_organisation(session, name, admin_email, "bench-password-123")
+            admin = session.scalar(accounts.users_query().where(User.org_id == org.id))
+            return org.id, accounts.issue_token(session, admin, timedelta(hours=2)).token
+    finally:
+        db.dispose()

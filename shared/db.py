@@ -11,14 +11,18 @@ that fan out per organisation).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
     DeclarativeBase,
+    LoaderCriteriaOption,
     Mapped,
     ORMExecuteState,
     Session,
@@ -94,9 +98,16 @@ def _scope_queries_to_tenant(state: ORMExecuteState) -> None:
         if touches_tenant_rows:
             raise TenantScopeError("query on tenant-owned data from a session bound to no organisation")
         return
+    state.statement = state.statement.options(*_tenant_criteria(org_id))
+
+
+@lru_cache(maxsize=4096)
+def _tenant_criteria(org_id: int) -> tuple[LoaderCriteriaOption, ...]:
+    """The tenant guard's options for one organisation. Built once per organisation
+    rather than once per query: building them is a large part of a simple query's cost."""
     from shared.models.tenancy import Organisation  # models import this module
 
-    state.statement = state.statement.options(
+    return (
         with_loader_criteria(TenantOwned, lambda cls: cls.org_id == org_id, include_aliases=True),
         with_loader_criteria(Organisation, lambda cls: cls.id == org_id, include_aliases=True),
     )
@@ -133,6 +144,10 @@ def across_tenants(session: Session) -> Iterator[Session]:
         session.info["unscoped"] = previous
 
 
+# A pooled PostgreSQL connection unused for this long is tested before it is handed out.
+IDLE_PING_SECONDS = 5.0
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor = dbapi_connection.cursor()
     # WAL lets the API, worker and beat read while one of them writes.
@@ -145,7 +160,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -156,7 +171,32 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, poolclass=NullPool) if parsed.database in (None, "", ":memory:") else create_engine(url, pool_size=10, max_overflow=10)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    engine = create_engine(url, pool_size=5, max_overflow=10)
+    _ping_connections_after_idle(engine, idle_ping_seconds)
+    return engine
+
+
+def _ping_connections_after_idle(engine: Engine, idle_seconds: float) -> None:
+    """Test a pooled connection on checkout only when it sat unused for ``idle_seconds``:
+    a server restart or an idle timeout on the way kills idle connections, and those
+    are replaced here without the caller noticing. ``pool_pre_ping`` would spend a round
+    trip on every checkout, i.e. on every API request, for connections that answered a
+    moment ago. A connection that dies within the window fails its request once, and
+    SQLAlchemy then invalidates the whole pool, so the next checkouts reconnect."""
+
+    @event.listens_for(engine, "checkin")
+    def _remember_last_use(_dbapi_connection, record) -> None:  # noqa: ANN001
+        record.info["last_used"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001
+        if time.monotonic() - record.info.get("last_used", 0.0) < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another (or a new one).
+            raise DisconnectionError() from exc
 
 
 class Database:

@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session, contains_eager
 
 from shared import security
 from shared.db import across_tenants, utcnow
@@ -92,13 +92,27 @@ def issue_token(session: Session, user: User, ttl: timedelta) -> IssuedToken:
     return IssuedToken(raw, record)
 
 
-def resolve_token(session: Session, raw: str, now: datetime | None = None) -> ApiToken | None:
-    """The live token for this bearer string, or None. Needs an unscoped session."""
-    now = now or utcnow()
-    record = session.scalar(
-        select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.token_hash == security.token_digest(raw))
+# Built once: constructing the statement cost more than running it.
+_LIVE_TOKEN = (
+    select(ApiToken)
+    .join(ApiToken.user)
+    .options(contains_eager(ApiToken.user))
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        ApiToken.expires_at > bindparam("now", type_=ApiToken.expires_at.type),
+        User.is_active.is_(True),
     )
-    if record is None or record.revoked_at is not None or record.expires_at <= now or not record.user.is_active:
+)
+
+
+def resolve_token(session: Session, raw: str, now: datetime | None = None) -> ApiToken | None:
+    """The live token for this bearer string, with its user loaded, or None. Needs an
+    unscoped session. One query on every API request: revocation, expiry and the
+    user's deactivation are checked in it, so each takes effect on the next request."""
+    now = now or utcnow()
+    record = session.scalar(_LIVE_TOKEN, {"token_hash": security.token_digest(raw), "now": now})
+    if record is None:
         return None
     # Recorded to the minute: a write on every request would serialise all API reads.
     if record.last_used_at is None or now - record.last_used_at > TOKEN_USE_RESOLUTION:

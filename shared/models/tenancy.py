@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Enum, ForeignKey, Integer, String, func
+from sqlalchemy import JSON, Boolean, CheckConstraint, Enum, ForeignKey, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.db import Base, TenantOwned, utcnow
@@ -34,6 +34,9 @@ class User(TenantOwned, Base):
     """A console user: an HR admin or a manager. Employees never have one."""
 
     __tablename__ = "users"
+    # The user list pages in email order within one organisation: the index hands
+    # out a page without sorting the whole organisation.
+    __table_args__ = (Index("ix_users_org_id_email", "org_id", "email"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Stored lower-case; one login per address across the platform.
@@ -47,7 +50,9 @@ class User(TenantOwned, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     last_login_at: Mapped[datetime | None]
 
-    organisation: Mapped[Organisation] = relationship(lazy="joined")
+    # Loaded on use: joining it into every user query (token look-ups, list pages)
+    # costs each of them a join for a row that is rarely read.
+    organisation: Mapped[Organisation] = relationship()
 
 
 class ApiToken(TenantOwned, Base):
