@@ -159,3 +159,62 @@ def test_sessions_are_tenant_isolated_and_hr_admin_only(client, tenant, other_te
     assert client.post(f"{API}/programs/{my_program['id']}/sessions/{my_session['id']}/attendance", json={"employee_id": mine},
                        headers=manager.headers).status_code == 403
     assert client.get(item, headers=other_tenant.headers).get_json()["title"] == their_session["title"]
+
+
+# ---- console -----------------------------------------------------------------------------
+
+def test_console_lists_adds_and_deletes_sessions_and_marks_attendance(client, tenant, other_tenant, make_user):
+    from tests.conftest import form_token, login_console
+
+    (employee_id,) = make_employees(client, tenant, 1)
+    program = make_program(client, tenant)
+    enrol(client, tenant, program["id"], employee_id)
+    page = f"/console/programs/{program['id']}"
+    assert login_console(client, tenant.admin_email).status_code == 302
+    html = client.get(page).get_data(as_text=True)
+    assert "No sessions yet." in html and 'name="session-timezone"' in html and 'value="UTC"' in html
+
+    form = {"session-title": "Warm-up clinic", "session-starts_at": "2026-12-01T18:00", "session-timezone": "Europe/Berlin",
+            "session-duration_minutes": "30", "session-location": "Room 4", "session-join_url": "", "session-capacity": ""}
+    add = f"{page}/sessions"
+    assert client.post(add, data=form).status_code == 400  # no CSRF token
+    response = client.post(add, data=form | {"csrf_token": form_token(client, page)})
+    assert response.status_code == 302
+    (created,) = client.get(f"{API}/programs/{program['id']}/sessions", headers=tenant.headers).get_json()["items"]
+    assert (created["title"], created["starts_at"], created["location"]) == ("Warm-up clinic", "2026-12-01T17:00:00+00:00", "Room 4")
+    # Bad input: nothing added, the reason shown.
+    bad = form | {"session-timezone": "Mars/Olympus", "csrf_token": form_token(client, page)}
+    follow = client.post(add, data=bad, follow_redirects=True).get_data(as_text=True)
+    assert "Unknown IANA timezone" in follow
+    assert client.get(f"{API}/programs/{program['id']}/sessions", headers=tenant.headers).get_json()["total"] == 1
+    assert "Warm-up clinic" in client.get(page).get_data(as_text=True)
+
+    # A session that has started: mark the enrolled employee as attended, then undo it.
+    started = make_session(client, tenant, program["id"], title="Started", starts_at=_iso(utcnow() - timedelta(minutes=30)))
+    session_page = f"{page}/sessions/{started['id']}"
+    html = client.get(session_page).get_data(as_text=True)
+    assert "Mark attended" in html and "F1 L1" in html
+    mark = f"{session_page}/attendance/{employee_id}"
+    assert client.post(mark).status_code == 400
+    assert client.post(mark, data={"csrf_token": form_token(client, session_page)}).status_code == 302
+    assert "Remove attendance" in client.get(session_page).get_data(as_text=True)
+    assert client.get(f"{API}/programs/{program['id']}/sessions/{started['id']}", headers=tenant.headers).get_json()["attended_count"] == 1
+    assert client.post(f"{mark}/remove", data={"csrf_token": form_token(client, session_page)}).status_code == 302
+    assert client.get(f"{API}/programs/{program['id']}/sessions/{started['id']}", headers=tenant.headers).get_json()["attended_count"] == 0
+    # A future session offers no attendance button.
+    assert "Mark attended" not in client.get(f"{page}/sessions/{created['id']}").get_data(as_text=True)
+
+    delete = f"{page}/sessions/{created['id']}/delete"
+    assert client.post(delete, data={"csrf_token": form_token(client, page)}).status_code == 302
+    assert client.get(f"{page}/sessions/{created['id']}").status_code == 404
+
+    # Another organisation's sessions are not found; managers are refused.
+    theirs = make_program(client, other_tenant)
+    their_session = make_session(client, other_tenant, theirs["id"])
+    assert client.get(f"/console/programs/{theirs['id']}/sessions/{their_session['id']}").status_code == 404
+    token = form_token(client, page)
+    assert client.post(f"/console/programs/{theirs['id']}/sessions/{their_session['id']}/delete", data={"csrf_token": token}).status_code == 404
+    manager = make_user(tenant, Role.MANAGER)
+    assert client.post("/console/logout", data={"csrf_token": form_token(client, page)}).status_code == 302
+    assert login_console(client, manager.admin_email).status_code == 302
+    assert client.get(session_page).status_code == 403

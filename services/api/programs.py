@@ -2,6 +2,8 @@
 program sessions and attendance."""
 from __future__ import annotations
 
+import functools
+
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
@@ -175,6 +177,22 @@ class EnrolmentExportView(MethodView):
 
 # ---- sessions and attendance ---------------------------------------------------------------
 
+def _path_ids_first(view):  # noqa: ANN001, ANN202
+    """Resolve the program (and session) in the path before the body is validated, so
+    another organisation's ids answer 404 whatever the body holds. Outermost decorator."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        session = context.get_session()
+        if "session_id" in kwargs:
+            program_sessions.get_session(session, kwargs["program_id"], kwargs["session_id"])
+        else:
+            programs.get_program(session, kwargs["program_id"])
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
 def _with_attended(session, items):  # noqa: ANN001
     counts = program_sessions.attendance_counts(session, [s.id for s in items])
     for item in items:
@@ -195,6 +213,7 @@ class ProgramSessionListView(MethodView):
         _with_attended(session, page.items)
         return page
 
+    @_path_ids_first
     @blp.arguments(ProgramSessionSchema)
     @blp.response(201, ProgramSessionSchema)
     def post(self, body, program_id):
@@ -211,6 +230,7 @@ class ProgramSessionItemView(MethodView):
         session = context.get_session()
         return _with_attended(session, [program_sessions.get_session(session, program_id, session_id)])[0]
 
+    @_path_ids_first
     @blp.arguments(ProgramSessionUpdateSchema)
     @blp.response(200, ProgramSessionSchema)
     def patch(self, body, program_id, session_id):
@@ -238,6 +258,7 @@ class AttendanceListView(MethodView):
             item.employee = session.get(programs.Employee, item.employee_id)
         return page
 
+    @_path_ids_first
     @blp.arguments(AttendanceRequestSchema)
     @blp.response(201, AttendanceSchema)
     def post(self, body, program_id, session_id):
