@@ -119,12 +119,15 @@ def test_session_capacity_limits_attendance(client, tenant):
     assert client.post(path, json={"employee_id": b}, headers=tenant.headers).status_code == 409
 
 
-def test_erasure_removes_attendance(client, tenant, db):
+def test_attendance_is_in_the_data_export_and_erasure_removes_it(client, tenant, db):
     (a,) = make_employees(client, tenant, 1)
     program = make_program(client, tenant)
     enrol(client, tenant, program["id"], a)
     started = make_session(client, tenant, program["id"], starts_at=_iso(utcnow() - timedelta(hours=1)))
     client.post(f"{API}/programs/{program['id']}/sessions/{started['id']}/attendance", json={"employee_id": a}, headers=tenant.headers)
+    exported = client.get(f"{API}/employees/{a}/export", headers=tenant.headers).get_json()
+    assert [(x["program_id"], x["session_id"], x["session_title"]) for x in exported["session_attendances"]] == [
+        (program["id"], started["id"], started["title"])]
     assert client.delete(f"{API}/employees/{a}", headers=tenant.headers).status_code in (200, 204)
     with db.session(tenant.org_id) as session:
         assert session.scalars(select(SessionAttendance)).all() == []

@@ -7,6 +7,7 @@ import html
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from html.parser import HTMLParser
 
 import nh3
@@ -170,9 +171,11 @@ def _usable_image(attributes: dict) -> bool:
     return True
 
 
+@lru_cache(maxsize=256)
 def lead_image(body_html: str) -> LeadImage | None:
     """The first real image of a (sanitised) body, with the best alt text it offers.
-    Text imports carry only a caption (no image), so they have none."""
+    Text imports carry only a caption (no image), so they have none. Cached: a digest
+    batch asks for the same few articles' images once per employee."""
     finder = _ImageFinder()
     finder.feed(body_html or "")
     finder.close()
