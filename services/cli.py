@@ -74,6 +74,17 @@ def beat(ctx: click.Context) -> None:
     app.start(["beat", "--loglevel=INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule"), *ctx.args])
 
 
+@main.command("mail-inbound")
+def mail_inbound() -> None:
+    """Receive mail to the List-Unsubscribe mailto: addresses and unsubscribe (binds MAIL_INBOUND_BIND)."""
+    from services.mail_inbound import serve
+    from shared.logging import configure_logging
+
+    settings = _settings(PRODUCTION_PROCESS_DEFAULT_ENV)
+    configure_logging(settings.log_level)
+    serve(settings)
+
+
 @main.group()
 def db() -> None:
     """Database schema."""

@@ -7,6 +7,7 @@ into a clean exit instead of a traceback.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ def _defaults(env: Mapping[str, str]) -> dict[str, str]:
         "METRICS_TOKEN": "",
         "WELLBEING_DIGEST_RETRY_BASE_SECONDS": "30",
         "WELLBEING_DIGEST_RETRY_MAX_SECONDS": "3600",
+        "MAIL_INBOUND_DOMAIN": "",
+        "MAIL_INBOUND_BIND": "127.0.0.1:2525",
     }
 
 
@@ -83,6 +86,11 @@ class Settings:
     digest_retry_max_seconds: float
     data_dir: Path
     smtp: SmtpSettings = field(repr=False)
+    # Domain of the List-Unsubscribe mailto: addresses (default: MAIL_FROM's domain) and
+    # where ``wellbeing mail-inbound`` listens for mail to them.
+    mail_inbound_domain: str = ""
+    mail_inbound_host: str = "127.0.0.1"
+    mail_inbound_port: int = 2525
 
     @property
     def is_production(self) -> bool:
@@ -143,6 +151,13 @@ def _positive_float(variable: str, value: str) -> float:
     return number
 
 
+def _parse_bind(variable: str, value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(variable, f"must look like HOST:PORT, e.g. 127.0.0.1:2525, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, environment: str | None = None) -> Settings:
     """Read and validate every setting; ``environment`` overrides ``WELLBEING_ENV``."""
     env = os.environ if env is None else env
@@ -179,6 +194,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         # there is one, otherwise (embedded default, one process) keep them in memory.
         ratelimit_storage = raw["BROKER_URL"] if raw["BROKER_URL"].startswith("redis") else "memory://"
 
+    inbound_host, inbound_port = _parse_bind("MAIL_INBOUND_BIND", raw["MAIL_INBOUND_BIND"])
+    inbound_domain = raw["MAIL_INBOUND_DOMAIN"].strip().lower()
+    if inbound_domain and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", inbound_domain):
+        raise ConfigError("MAIL_INBOUND_DOMAIN", f"must be a domain name, got {raw['MAIL_INBOUND_DOMAIN']!r}")
+
     return Settings(
         database_url=raw["DATABASE_URL"],
         broker_url=raw["BROKER_URL"],
@@ -198,4 +218,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         digest_retry_max_seconds=_positive_float("WELLBEING_DIGEST_RETRY_MAX_SECONDS", raw["WELLBEING_DIGEST_RETRY_MAX_SECONDS"]),
         data_dir=_data_dir(env),
         smtp=_parse_smtp(raw["SMTP_URL"]),
+        mail_inbound_domain=inbound_domain,
+        mail_inbound_host=inbound_host,
+        mail_inbound_port=inbound_port,
     )

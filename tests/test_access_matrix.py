@@ -63,6 +63,12 @@ def _enrolment_id(client, tenant) -> int:  # noqa: ANN001
     return client.post(f"/api/v1/programs/{program_id}/enrolments", json=body, headers=tenant.headers).get_json()["items"][0]["id"]
 
 
+def _session_id(client, tenant) -> int:  # noqa: ANN001
+    program_id = _program_id(client, tenant)
+    body = {"title": "Access check", "starts_at": "2026-12-01T10:00:00Z", "duration_minutes": 30}
+    return client.post(f"/api/v1/programs/{program_id}/sessions", json=body, headers=tenant.headers).get_json()["id"]
+
+
 def _run_id(client, tenant) -> int:  # noqa: ANN001
     return client.post("/api/v1/digests/runs", json={"week": "2026-W48"}, headers=tenant.headers).get_json()["id"]
 
@@ -97,6 +103,7 @@ RESOURCE_FACTORIES: dict[str, Callable] = {
     "job_id": _job_id,
     "program_id": _program_id,
     "enrolment_id": _enrolment_id,
+    "session_id": _session_id,
     "run_id": _run_id,
     "send_id": _send_id,
     "suppression_id": _suppression_id,

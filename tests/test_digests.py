@@ -141,7 +141,7 @@ def test_batch_sends_multipart_digest_with_headers_and_records_items(db, setting
     assert message["Message-ID"] == f"<digest-{send.id}-2026-W48@test.example>" == send.message_id
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsubscribe = message["List-Unsubscribe"]
-    assert re.match(r"^<http://wellbeing\.test/u/[^>]+>, <mailto:unsubscribe@test\.example\?subject=[^>]+>$", unsubscribe)
+    assert re.match(r"^<http://wellbeing\.test/u/[^>]+>, <mailto:unsubscribe\+[0-9a-z-]+@test\.example\?subject=unsubscribe>$", unsubscribe)
     text = message.get_body(preferencelist=("plain",)).get_content()
     html = message.get_body(preferencelist=("html",)).get_content()
     assert "Hi First0" in text and "Article 0" in text and "Article 5" not in text  # newest five

@@ -1,12 +1,16 @@
-"""Wellbeing programs, enrolments (single and bulk), withdrawals, the waitlist and its history."""
+"""Wellbeing programs, enrolments (single and bulk), withdrawals, the waitlist and its history,
+program sessions and attendance."""
 from __future__ import annotations
+
+import functools
 
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from services import context
 from services.api.employees import _csv_response
-from shared.domain import employees, programs
+from shared.db import utcnow
+from shared.domain import employees, program_sessions, programs
 from shared.pagination import paginate
 from shared.schemas.common import PageQuerySchema, page_of
 from shared.schemas.employees import (
@@ -20,9 +24,16 @@ from shared.schemas.employees import (
     ProgramSchema,
     ProgramUpdateSchema,
 )
+from shared.schemas.program_sessions import (
+    AttendanceRequestSchema,
+    AttendanceSchema,
+    ProgramSessionQuerySchema,
+    ProgramSessionSchema,
+    ProgramSessionUpdateSchema,
+)
 
 URL_PREFIX = "/programs"
-blp = Blueprint("programs", __name__, description="Wellbeing programs, enrolment and waitlist")
+blp = Blueprint("programs", __name__, description="Wellbeing programs, enrolment, waitlist, sessions and attendance")
 
 
 def _with_counts(session, program):  # noqa: ANN001
@@ -162,3 +173,105 @@ class EnrolmentExportView(MethodView):
                 yield from employees.csv_lines(programs.EXPORT_HEADER, programs.export_rows(session, program_id))
 
         return _csv_response(generate(), f"program-{program_id}-enrolments.csv")
+
+
+# ---- sessions and attendance ---------------------------------------------------------------
+
+def _path_ids_first(view):  # noqa: ANN001, ANN202
+    """Resolve the program (and session) in the path before the body is validated, so
+    another organisation's ids answer 404 whatever the body holds. Outermost decorator."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        session = context.get_session()
+        if "session_id" in kwargs:
+            program_sessions.get_session(session, kwargs["program_id"], kwargs["session_id"])
+        else:
+            programs.get_program(session, kwargs["program_id"])
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _with_attended(session, items):  # noqa: ANN001
+    counts = program_sessions.attendance_counts(session, [s.id for s in items])
+    for item in items:
+        item.attended_count = counts[item.id]
+    return items
+
+
+@blp.route("/<int:program_id>/sessions")
+class ProgramSessionListView(MethodView):
+    @blp.arguments(ProgramSessionQuerySchema, location="query")
+    @blp.response(200, page_of(ProgramSessionSchema))
+    def get(self, query, program_id):
+        """Sessions of a program, earliest first (`upcoming=true`: only those not started yet)"""
+        session = context.get_session()
+        programs.get_program(session, program_id)
+        stmt = program_sessions.sessions_query(program_id, utcnow() if query["upcoming"] else None)
+        page = paginate(session, stmt, query["page"], query["per_page"])
+        _with_attended(session, page.items)
+        return page
+
+    @_path_ids_first
+    @blp.arguments(ProgramSessionSchema)
+    @blp.response(201, ProgramSessionSchema)
+    def post(self, body, program_id):
+        """Add a session (shown in enrolled employees' digests in the 14 days before it starts)"""
+        session = context.get_session()
+        return _with_attended(session, [program_sessions.create_session(session, context.current_user(), program_id, body)])[0]
+
+
+@blp.route("/<int:program_id>/sessions/<int:session_id>")
+class ProgramSessionItemView(MethodView):
+    @blp.response(200, ProgramSessionSchema)
+    def get(self, program_id, session_id):
+        """One session with its attendance count"""
+        session = context.get_session()
+        return _with_attended(session, [program_sessions.get_session(session, program_id, session_id)])[0]
+
+    @_path_ids_first
+    @blp.arguments(ProgramSessionUpdateSchema)
+    @blp.response(200, ProgramSessionSchema)
+    def patch(self, body, program_id, session_id):
+        """Change a session"""
+        session = context.get_session()
+        row = program_sessions.update_session(session, context.current_user(), program_id, session_id, body)
+        return _with_attended(session, [row])[0]
+
+    @blp.response(204)
+    def delete(self, program_id, session_id):
+        """Delete a session and its attendance records"""
+        program_sessions.delete_session(context.get_session(), context.current_user(), program_id, session_id)
+
+
+@blp.route("/<int:program_id>/sessions/<int:session_id>/attendance")
+class AttendanceListView(MethodView):
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, page_of(AttendanceSchema))
+    def get(self, query, program_id, session_id):
+        """Employees marked as attended"""
+        session = context.get_session()
+        program_sessions.get_session(session, program_id, session_id)
+        page = paginate(session, program_sessions.attendances_query(session_id), query["page"], query["per_page"])
+        for item in page.items:
+            item.employee = session.get(programs.Employee, item.employee_id)
+        return page
+
+    @_path_ids_first
+    @blp.arguments(AttendanceRequestSchema)
+    @blp.response(201, AttendanceSchema)
+    def post(self, body, program_id, session_id):
+        """Mark an enrolled employee as attended (recorded as activity only with their analytics consent)"""
+        session = context.get_session()
+        attendance, _ = program_sessions.mark_attended(session, context.current_user(), program_id, session_id, body["employee_id"])
+        attendance.employee = session.get(programs.Employee, attendance.employee_id)
+        return attendance
+
+
+@blp.route("/<int:program_id>/sessions/<int:session_id>/attendance/<int:employee_id>")
+class AttendanceItemView(MethodView):
+    @blp.response(204)
+    def delete(self, program_id, session_id, employee_id):
+        """Undo an attendance mark (and the activity event it recorded)"""
+        program_sessions.unmark_attended(context.get_session(), context.current_user(), program_id, session_id, employee_id)

@@ -10,6 +10,7 @@ from services.web import articles as _article_pages  # noqa: F401  (registers ro
 from services.web import reader
 from services.web import preferences
 from services.web import employees as _employee_pages  # noqa: F401  (registers routes on views.bp)
+from services.web import program_session_pages as _program_session_pages  # noqa: F401  (registers routes on views.bp)
 from services.web import digest_links
 from services.web import digests as _digest_pages  # noqa: F401  (registers routes on views.bp)
 from services.web import privacy

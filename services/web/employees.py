@@ -9,6 +9,7 @@ from sqlalchemy import select
 from services import context
 from services.web.employee_forms import EnrolForm, EraseForm, ImportForm, ProgramForm, split_topics
 from services.web.forms import EmptyForm
+from services.web.program_session_pages import sessions_panel
 from services.web.session import console_roles
 from services.web.views import bp
 from shared.domain import employees, import_jobs, programs
@@ -182,7 +183,8 @@ def program_detail(program_id: int):
     history = list(session.scalars(programs.events_query(program.id).limit(100)))
     names = {e.id: e.full_name for _, e in rows}
     return render_template("console/programs/detail.html", program=program, form=form, enrolled=enrolled, waitlist=waitlist,
-                           history=history, names=names, enrol_form=EnrolForm(prefix="enrol"), action_form=EmptyForm()), 400 if form.errors else 200
+                           history=history, names=names, enrol_form=EnrolForm(prefix="enrol"), action_form=EmptyForm(),
+                           **sessions_panel(session, program)), 400 if form.errors else 200
 
 
 @bp.post("/programs/<int:program_id>/enrol")

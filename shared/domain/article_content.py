@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 import math
 import re
+from dataclasses import dataclass
+from functools import lru_cache
 from html.parser import HTMLParser
 
 import nh3
@@ -109,3 +111,72 @@ def render(source: str, source_format: str) -> tuple[str, str, int]:
     body_html = to_html(source, source_format)
     body_text = html_to_text(body_html)
     return body_html, body_text, reading_minutes(body_text)
+
+
+# Images declared smaller than this are decoration or tracking pixels, never a lead image.
+MIN_LEAD_IMAGE_PIXELS = 16
+
+
+@dataclass(frozen=True)
+class LeadImage:
+    src: str
+    alt: str  # the image's alt text, else the caption of its <figure>; may be empty
+
+
+class _ImageFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: LeadImage | None = None
+        self._in_figure = False
+        self._in_caption = False
+        self._caption: list[str] = []
+        self._pending: LeadImage | None = None  # an image inside a figure, waiting for its caption
+
+    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+        if self.found is not None:
+            return
+        attributes = dict(attrs)
+        if tag == "figure":
+            self._in_figure, self._caption, self._pending = True, [], None
+        elif tag == "figcaption" and self._in_figure:
+            self._in_caption = True
+        elif tag == "img" and self._pending is None and _usable_image(attributes):
+            image = LeadImage(attributes["src"].strip(), (attributes.get("alt") or "").strip())
+            if self._in_figure and not image.alt:
+                self._pending = image
+            else:
+                self.found = image
+
+    def handle_endtag(self, tag):  # noqa: ANN001
+        if tag == "figcaption":
+            self._in_caption = False
+        elif tag == "figure" and self._in_figure:
+            self._in_figure = False
+            if self._pending is not None and self.found is None:
+                self.found = LeadImage(self._pending.src, re.sub(r"\s+", " ", "".join(self._caption)).strip())
+
+    def handle_data(self, data):  # noqa: ANN001
+        if self._in_caption:
+            self._caption.append(data)
+
+
+def _usable_image(attributes: dict) -> bool:
+    src = (attributes.get("src") or "").strip()
+    if not re.match(r"https?://[^/\s]+", src, flags=re.IGNORECASE):
+        return False  # relative or empty: means nothing in an email
+    for dimension in ("width", "height"):
+        value = (attributes.get(dimension) or "").strip()
+        if value.isdigit() and int(value) < MIN_LEAD_IMAGE_PIXELS:
+            return False
+    return True
+
+
+@lru_cache(maxsize=256)
+def lead_image(body_html: str) -> LeadImage | None:
+    """The first real image of a (sanitised) body, with the best alt text it offers.
+    Text imports carry only a caption (no image), so they have none. Cached: a digest
+    batch asks for the same few articles' images once per employee."""
+    finder = _ImageFinder()
+    finder.feed(body_html or "")
+    finder.close()
+    return finder.found

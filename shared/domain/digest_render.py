@@ -3,6 +3,9 @@ programs), signed links, Jinja HTML + plain text with inlined CSS, localised dat
 the RFC 2369 / RFC 8058 unsubscribe headers. No database writes here."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import quopri
 import re
@@ -15,23 +18,24 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
 
 import css_inline
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
+from babel.dates import format_date, format_time, get_datetime_format, get_timezone_gmt, get_timezone_name
 from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
 
 from shared import security
 from shared.config import Settings
 from shared.domain import articles as article_domain
 from shared.domain import employees as employee_domain
-from shared.domain.digest_schedule import week_start
-from shared.models import Article, Employee, Organisation, Program
+from shared.domain.article_content import lead_image
+from shared.domain.digest_schedule import week_start, zone
+from shared.models import Article, Employee, Organisation, Program, ProgramSession
 
 MAX_ARTICLES = 5
 LINK_MAX_AGE_SECONDS = 365 * 24 * 3600
 UNSUBSCRIBE_PURPOSE = "digest-unsubscribe"
+UNSUBSCRIBE_MAILBOX = "unsubscribe"
 PULSE_PURPOSE = "digest-pulse"
 PULSE_SCORES = (1, 2, 3, 4, 5)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "digests"
@@ -177,6 +181,47 @@ def read_pulse_token(secret: str, token: str, score: int | None) -> EmployeeLink
     return EmployeeLink(payload["o"], payload["e"], payload["v"], bool(payload.get("t")), payload["w"], score)
 
 
+# The List-Unsubscribe mailto: address carries its own signed token in the local part
+# (``unsubscribe+<token>@<inbound domain>``), so the inbound receiver needs nothing but
+# the envelope recipient. An address's local part is limited to 64 octets and may be
+# lower-cased on the way, hence a compact, case-insensitive token: the ids, the day it
+# was issued and a truncated HMAC (80 bits) in lower-case base32.
+
+def inbound_domain(settings: Settings) -> str:
+    return (settings.mail_inbound_domain or mail_domain(settings)).lower()
+
+
+def _mailto_mac(secret: str, body: str) -> str:
+    key = hashlib.sha256(f"{UNSUBSCRIBE_PURPOSE}-mailto:{secret}".encode()).digest()
+    return base64.b32encode(hmac.new(key, body.encode(), hashlib.sha256).digest()[:10]).decode().lower()
+
+
+def unsubscribe_address(settings: Settings, employee: Employee, preview: bool = False, today: date | None = None) -> str:
+    day = (today or datetime.now(timezone.utc).date()).toordinal()
+    body = f"{employee.org_id}-{employee.id}-{employee.link_epoch}-{day}" + ("-t" if preview else "")
+    return f"{UNSUBSCRIBE_MAILBOX}+{body}-{_mailto_mac(settings.secret_key, body)}@{inbound_domain(settings)}"
+
+
+def read_unsubscribe_address(settings: Settings, address: str, today: date | None = None) -> EmployeeLink | None:
+    """The link an ``unsubscribe+<token>@<inbound domain>`` address stands for, or None
+    when it is not one of ours, was tampered with or is older than a link may be."""
+    local, _, domain = parseaddr(address)[1].rpartition("@")
+    mailbox, _, token = local.lower().partition("+")
+    if mailbox != UNSUBSCRIBE_MAILBOX or domain.lower() != inbound_domain(settings):
+        return None
+    body, _, mac = token.rpartition("-")
+    if not hmac.compare_digest(mac.encode(), _mailto_mac(settings.secret_key, body).encode()):
+        return None
+    fields = body.split("-")
+    if len(fields) not in (4, 5) or not all(f.isdigit() for f in fields[:4]) or fields[4:] not in ([], ["t"]):
+        return None
+    org_id, employee_id, epoch, day = map(int, fields[:4])
+    age_days = (today or datetime.now(timezone.utc).date()).toordinal() - day
+    if not 0 <= age_days <= LINK_MAX_AGE_SECONDS // 86400:
+        return None
+    return EmployeeLink(org_id, employee_id, epoch, len(fields) == 5)
+
+
 # ---- personalisation ---------------------------------------------------------------------
 
 def _slugs(names: list[str] | None) -> set[str]:
@@ -208,6 +253,34 @@ def program_line(program: Program, today: date, locale: Locale) -> str:
     return "under way"
 
 
+def session_when(starts_at: datetime, timezone_name: str, locale: Locale) -> str:
+    """A session's start in the employee's timezone and language, with the zone's name,
+    e.g. "Tuesday, 1 December 2026, 09:00 PST" or "Dienstag, 1. Dezember 2026, 18:00 MEZ"."""
+    local = starts_at.astimezone(zone(timezone_name))
+    pattern = get_datetime_format("long", locale=locale).replace("'", "")
+    when = pattern.replace("{1}", format_date(local, format="full", locale=locale)).replace(
+        "{0}", format_time(local, format="short", locale=locale))
+    name = get_timezone_name(local, width="short", locale=locale)
+    if re.fullmatch(r"[+-]\d{4}", name):  # the locale has no short name for this zone: say "GMT+13:00"
+        name = get_timezone_gmt(local, width="long", locale=locale)
+    return f"{when} {name}"
+
+
+def session_rows(sessions: list[ProgramSession], programs: list[Program], timezone_name: str, locale: Locale) -> list[dict]:
+    names = {p.id: p.name for p in programs}
+    return [
+        {
+            "title": s.title,
+            "program": names.get(s.program_id, ""),
+            "when": session_when(s.starts_at, timezone_name, locale),
+            "minutes": s.duration_minutes,
+            "location": s.location,
+            "join_url": s.join_url,
+        }
+        for s in sessions
+    ]
+
+
 # ---- rendering ---------------------------------------------------------------------------
 
 @lru_cache(maxsize=4096)
@@ -225,14 +298,16 @@ class RenderedDigest:
     text: str
     article_ids: list[int]
     headers: dict[str, str] = field(default_factory=dict)
+    session_ids: list[int] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.article_ids
+        """Nothing new: no article and no upcoming session of the employee's programs."""
+        return not self.article_ids and not self.session_ids
 
 
 def render(settings: Settings, organisation: Organisation, employee: Employee, iso_week: str, chosen: list[Article],
-           programs: list[Program], today: date, preview: bool = False) -> RenderedDigest:
+           programs: list[Program], today: date, preview: bool = False, sessions: list[ProgramSession] = ()) -> RenderedDigest:
     secret, base = settings.secret_key, settings.public_url
     locale = _locale(employee.locale or organisation.default_locale)
     week_label = format_date(week_start(iso_week), format="long", locale=locale)
@@ -242,7 +317,8 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
             "title": a.title,
             "summary": a.summary,
             "reading_minutes": a.reading_minutes,
-            "partner": a.partner.name if a.partner else "",
+            "disclosure": article_domain.disclosure(a, organisation),
+            "image": _article_image(a),
             "topics": [t.name for t in a.topics],
             # The employee id rides in the link (so a read counts as activity) only with analytics consent.
             "url": article_domain.article_link(base, secret, organisation.id, a.id, employee.id) if track
@@ -260,6 +336,7 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
         "subject": f"{organisation.name}: your wellbeing digest, week of {week_label}",
         "articles": article_rows,
         "programs": [{"name": p.name, "when": program_line(p, today, locale)} for p in programs],
+        "sessions": session_rows(list(sessions), programs, employee.timezone, locale),
         "pulse_links": pulse_links(base, secret, employee, iso_week, preview),
         "preferences_url": f"{base}/p/{employee_domain.preference_token(secret, employee)}" if not preview else f"{base}/p/preview",
         "unsubscribe_url": unsubscribe_url,
@@ -269,15 +346,23 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
     if inline_per_message:
         html = _inliner().inline(html)
     text = _text_template().render(context)
-    token = unsubscribe_url.rsplit("/", 1)[-1]
     headers = {
-        "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:unsubscribe@{mail_domain(settings)}?subject={quote('unsubscribe ' + token)}>",
+        "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{unsubscribe_address(settings, employee, preview, today)}?subject=unsubscribe>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "List-Id": f"Weekly wellbeing digest <digest.org-{organisation.id}.{mail_domain(settings)}>",
         "Auto-Submitted": "auto-generated",
         "Precedence": "bulk",
     }
-    return RenderedDigest(context["subject"], html, text, [a.id for a in chosen], headers)
+    return RenderedDigest(context["subject"], html, text, [a.id for a in chosen], headers, [s.id for s in sessions])
+
+
+def _article_image(article: Article) -> dict | None:
+    """The article's first image, for the digest: always with alt text (the image's own,
+    else its caption, else the article's title)."""
+    image = lead_image(article.body_html)
+    if image is None:
+        return None
+    return {"src": image.src, "alt": image.alt or article.title}
 
 
 def _is_colour(value: str | None) -> bool:

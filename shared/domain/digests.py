@@ -30,7 +30,7 @@ from shared.config import Settings
 from shared.db import Database, UTCDateTime, utcnow
 from shared.domain import accounts, audit, employees
 from shared.domain import articles as article_domain
-from shared.domain import digest_render
+from shared.domain import digest_render, program_sessions
 from shared.domain.digest_schedule import SendWindow, iso_week_of, parse_iso_week, weeks_due
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.models import (
@@ -44,6 +44,7 @@ from shared.models import (
     EnrolmentStatus,
     Organisation,
     Program,
+    ProgramSession,
     ProgramStatus,
     PulseResponse,
     RunTrigger,
@@ -362,11 +363,14 @@ class BatchContext:
     organisation: Organisation
     candidates: list
     today: date
+    # program id -> its sessions starting in the next two weeks
+    upcoming_sessions: dict[int, list[ProgramSession]] = field(default_factory=dict)
 
 
-def batch_context(session: Session, today: date) -> BatchContext:
+def batch_context(session: Session, today: date, now: datetime | None = None) -> BatchContext:
     organisation = accounts.get_organisation(session, session.info["org_id"])
-    return BatchContext(organisation, article_domain.articles_for_employees(session, today=today), today)
+    return BatchContext(organisation, article_domain.articles_for_employees(session, today=today), today,
+                        program_sessions.upcoming_by_program(session, now or utcnow()))
 
 
 def received_articles(session: Session, employee_ids: list[int]) -> dict[int, set[int]]:
@@ -396,7 +400,8 @@ def personalise(settings: Settings, ctx: BatchContext, employee: Employee, iso_w
                 programs: list[Program], preview: bool = False) -> digest_render.RenderedDigest:
     program_topics = [t for p in programs for t in (p.topics or [])]
     chosen = digest_render.choose_articles(ctx.candidates, received, employee.digest_topics, program_topics)
-    return digest_render.render(settings, ctx.organisation, employee, iso_week, chosen, programs, ctx.today, preview)
+    sessions = sorted((s for p in programs for s in ctx.upcoming_sessions.get(p.id, ())), key=lambda s: (s.starts_at, s.id))
+    return digest_render.render(settings, ctx.organisation, employee, iso_week, chosen, programs, ctx.today, preview, sessions)
 
 
 def preview(session: Session, settings: Settings, employee_id: int, iso_week: str | None = None, now: datetime | None = None) -> dict:
@@ -408,7 +413,7 @@ def preview(session: Session, settings: Settings, employee_id: int, iso_week: st
     except ValueError as error:
         raise InvalidInput("The week is not valid.", errors={"week": [str(error)]}) from None
     employee = employees.get_employee(session, employee_id)
-    ctx = batch_context(session, now.date())
+    ctx = batch_context(session, now.date(), now)
     rendered = personalise(settings, ctx, employee, iso_week, received_articles(session, [employee.id])[employee.id],
                            current_programs(session, [employee.id], now.date())[employee.id], preview=True)
     existing = session.scalar(select(DigestSend).where(DigestSend.employee_id == employee.id, DigestSend.iso_week == iso_week))

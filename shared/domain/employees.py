@@ -251,6 +251,7 @@ def revoke_links(session: Session, actor: User | None, employee_id: int) -> Empl
 
 def export_data(session: Session, employee_id: int) -> dict:
     """Everything stored about one employee (subject access request)."""
+    from shared.models import ProgramSession, SessionAttendance
     e = get_employee(session, employee_id)
     enrolments = session.scalars(select(Enrolment).where(Enrolment.employee_id == e.id).order_by(Enrolment.id))
     return {
@@ -269,6 +270,13 @@ def export_data(session: Session, employee_id: int) -> dict:
         "enrolments": [
             {"program_id": en.program_id, "status": en.status.value, "source": en.source, "created_at": en.created_at.isoformat()}
             for en in enrolments
+        ],
+        "session_attendances": [
+            {"program_id": program_id, "session_id": session_id, "session_title": title, "marked_at": marked_at.isoformat()}
+            for program_id, session_id, title, marked_at in session.execute(
+                select(ProgramSession.program_id, ProgramSession.id, ProgramSession.title, SessionAttendance.marked_at)
+                .join(SessionAttendance, SessionAttendance.session_id == ProgramSession.id)
+                .where(SessionAttendance.employee_id == e.id).order_by(SessionAttendance.id))
         ],
     }
 

@@ -21,3 +21,5 @@ from shared.models.activity import (  # noqa: E402
 )
 __all__ += ["EVENT_KINDS", "ActivityEvent", "ActivityLine", "AnalyticsKey", "ReleaseLog", "ReportCell", "ReportCellMember"]
 __all__ += ["ReportDirtyWeek", "ReportSettings"]
+from shared.models.program_sessions import ProgramSession, SessionAttendance  # noqa: E402
+__all__ += ["ProgramSession", "SessionAttendance"]
