@@ -586,7 +586,7 @@ def _apply(sql: _Sql, params: dict, options: ImportOptions, actor: User | None, 
                        CASE WHEN a.mgr IS NULL THEN NULL ELSE coalesce(m.id, {lookup.format('a.mgr')}) END,
                        a.tz, a.locale, 'active', coalesce(a.opt_in, TRUE), {sql.json("'[]'")}, :now, :now
                 FROM import_apply a LEFT JOIN import_apply m ON m.ext = a.mgr
-                WHERE a.emp_id IS NULL ORDER BY a.line""")
+                WHERE a.emp_id IS NULL""")
         run("""UPDATE employees SET manager_id = (SELECT x.id FROM employees x WHERE x.org_id = employees.org_id
                                                   AND x.external_id = employees.manager_external_id)
                WHERE org_id = :org AND manager_id IS NULL AND manager_external_id IS NOT NULL""")
