@@ -23,12 +23,10 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import create_engine, text  # noqa: E402
 
 HEADER = "external_id,email,first_name,last_name,department,team,manager_external_id,timezone"
 TIMEZONES = ["Europe/London", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney"]
@@ -62,6 +60,37 @@ def reset_peak_rss() -> None:
         pass
 
 
+class StatementTimer:
+    """Time spent in each kind of SQL statement (its first words), to break the import down by phase."""
+
+    def __init__(self, engine) -> None:  # noqa: ANN001
+        from sqlalchemy import event
+
+        self.totals: dict[str, float] = {}
+        self._started: list[float] = []
+        self.first_at: float | None = None
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, *_args) -> None:  # noqa: ANN002
+        now = time.perf_counter()
+        self.first_at = self.first_at or now
+        self._started.append(now)
+
+    def _after(self, _conn, _cursor, statement: str, *_args) -> None:  # noqa: ANN001, ANN002
+        words = " ".join(statement.split()[:6])
+        for table in ("import_checked", "import_graph", "import_errors", "import_apply", "import_loop", "employees", "audit_events",
+                      "employee_consents", "import_timezones", "import_rows"):
+            if table in words:
+                words = words[: words.index(table) + len(table)]
+                break
+        label = words if words.startswith(("CREATE", "INSERT", "UPDATE", "DELETE", "DROP")) else words.split(" ")[0] + " (queries)"
+        self.totals[label] = self.totals.get(label, 0.0) + time.perf_counter() - self._started.pop()
+
+    def reset(self) -> None:
+        self.totals, self.first_at = {}, None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
@@ -69,39 +98,43 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true", help="Also trace Python allocations (slows the import several times)")
     args = parser.parse_args()
 
+    from bench._support import prepare_database
     from shared.db import Database
     from shared.domain import accounts
     from shared.domain.employee_import import ImportOptions, import_employees
     from shared.migrate import upgrade
     from shared.models import ImportMode
 
-    name = f"bench_import_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = args.pg_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
-        database = Database(url)
-        with database.session(unscoped=True) as session:
-            org_id = accounts.create_organisation(session, "Bench Ltd", "bench@example.com", "correct-horse-battery").id
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        url, drop = prepare_database(args.pg_url, Path(tmp))
+        try:
+            upgrade(url)
+            database = Database(url)
+            with database.session(unscoped=True) as session:
+                org_id = accounts.create_organisation(session, "Bench Ltd", "bench@example.com", "correct-horse-battery").id
             path = Path(tmp) / "hris.csv"
             write_csv(path, args.rows)
             size_mb = path.stat().st_size / 1e6
-            print(f"rows: {args.rows:,}  file: {size_mb:.1f} MB  database: PostgreSQL ({name})")
+            print(f"rows: {args.rows:,}  file: {size_mb:.1f} MB  database: {url.rsplit('/', 1)[-1]}")
+            timer = StatementTimer(database.engine)
+
+            def run_import() -> tuple[float, float, object]:
+                session = database.open(org_id)
+                timer.reset()
+                started = time.perf_counter()
+                report = import_employees(session, lambda: path.open("rb"), ImportOptions(mode=ImportMode.PARTIAL), None, commit=session.commit)
+                session.commit()
+                elapsed = time.perf_counter() - started
+                session.close()
+                return elapsed, (timer.first_at or started) - started, report
 
             # ---- product import --------------------------------------------------------
             reset_peak_rss()
             rss_before = peak_rss_mb()
             if args.tracemalloc:
                 tracemalloc.start()
-            session = database.open(org_id)
-            started = time.perf_counter()
-            report = import_employees(session, lambda: path.open("rb"), ImportOptions(mode=ImportMode.PARTIAL), None, commit=session.commit)
-            session.commit()
-            product_s = time.perf_counter() - started
-            session.close()
+            product_s, _, report = run_import()
+            phases = dict(timer.totals)
             traced_peak = tracemalloc.get_traced_memory()[1] / 1e6 if args.tracemalloc else float("nan")
             if args.tracemalloc:
                 tracemalloc.stop()
@@ -109,13 +142,10 @@ def main() -> None:
             assert report.created == args.rows and report.error_rows == 0, report
 
             # ---- re-import (no-op) ----------------------------------------------------
-            session = database.open(org_id)
-            started = time.perf_counter()
-            again = import_employees(session, lambda: path.open("rb"), ImportOptions(mode=ImportMode.PARTIAL), None, commit=session.commit)
-            session.commit()
-            reimport_s = time.perf_counter() - started
-            session.close()
-            assert again.unchanged == args.rows, again
+            reimport_s, _, again = run_import()
+            reimport_phases = dict(timer.totals)
+            assert again.unchanged == args.rows and again.updated == 0, again
+            timer.reset()
 
             # ---- baseline: COPY into a bare table ---------------------------------------
             raw = database.engine.raw_connection()
@@ -148,11 +178,9 @@ def main() -> None:
                 indexed_s = time.perf_counter() - started
             finally:
                 raw.close()
-        database.dispose()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            database.dispose()
+        finally:
+            drop()
 
     product_rate, copy_rate, reimport_rate = args.rows / product_s, args.rows / copy_s, args.rows / reimport_s
     print(f"product import : {product_s:8.2f} s  {product_rate:10,.0f} rows/s  (validate + upsert + consents + audit + managers)")
@@ -160,6 +188,12 @@ def main() -> None:
     print(f"COPY baseline  : {copy_s:8.2f} s  {copy_rate:10,.0f} rows/s  (bare table, no constraints)")
     print(f"COPY, indexed  : {indexed_s:8.2f} s  {args.rows / indexed_s:10,.0f} rows/s  (employees' shape and indexes, nothing else)")
     print(f"ratio product/COPY: {product_rate / copy_rate:.1%}  (target >= 25%)")
+    for title, total_s, by_statement in (("product import", product_s, phases), ("re-import", reimport_s, reimport_phases)):
+        print(f"{title} by phase (SQL statements as timed by the driver):")
+        for label, seconds in sorted(by_statement.items(), key=lambda item: -item[1]):
+            if seconds >= 0.005:
+                print(f"  {seconds:7.3f} s  {label}")
+        print(f"  {total_s - sum(by_statement.values()):7.3f} s  staging (COPY of the raw file, header, newline count) and Python between statements")
     print(f"peak memory of the product import: process peak RSS {rss_peak:.1f} MB (at its start {rss_before:.1f} MB); "
           f"tracemalloc peak {traced_peak:.1f} MB  (target < 300 MB for 1,000,000 rows)")
 

@@ -263,3 +263,65 @@ def test_import_does_not_touch_other_tenant(client, tenant, other_tenant, db, mo
     report = upload(client, tenant, csv_bytes(*GOOD), mode=mode, mark_missing_as_left="true").get_json()
     assert report["created"] == 3 and report["marked_left"] == 0
     assert count(db, other_tenant) == 3 and count(db, tenant) == 3
+
+
+TRICKY_EMAILS = [
+    "a@b.co", "first.last+tag@sub.example.org", "x@b.c", "x@-bad.com", "x@bad-.com", "x@ok-host.io", "no-at-sign.com",
+    "two@@example.com", "sp ace@example.com", "x@" + "l" * 63 + ".com", "x@" + "l" * 64 + ".com", "x@example." + "t" * 63,
+    "x@example." + "t" * 64, "x@example.c0m", "x@example.com.", "x@.example.com", "o'brien@example.ie", "{weird}@example.com",
+    "x@exa_mple.com", "y" * 240 + "@example.com", "y" * 250 + "@example.com",
+]
+
+
+def test_email_check_in_sql_matches_the_python_pattern(client, tenant):
+    """The import checks emails in SQL (split for PostgreSQL's regex engine); it must accept
+    exactly what shared.domain.employee_import.is_valid_email accepts."""
+    from shared.domain.employee_import import is_valid_email
+
+    rows = [f"E{i},{email},F,L,Eng,Core,,UTC" for i, email in enumerate(TRICKY_EMAILS)]
+    report = upload(client, tenant, csv_bytes(*rows), dry_run="true").get_json()
+    rejected = {e["line"] - 2 for e in report["errors"] if e["kind"] == "bad_email"}
+    assert rejected == {i for i, email in enumerate(TRICKY_EMAILS) if not is_valid_email(email)}
+    assert 0 < len(rejected) < len(TRICKY_EMAILS)
+
+
+def test_cells_are_trimmed_and_blank_lines_skipped(client, tenant, db):
+    data = csv_bytes(" E1 , Ann@Example.com ,Ann,Archer,Eng,Core,, Europe/London ", "", "E2,bob@example.com,Bob,Baker,Eng,Core, E1 ,")
+    report = upload(client, tenant, data).get_json()
+    assert (report["created"], report["error_rows"]) == (2, 0), report
+    with db.session(tenant.org_id) as session:
+        people = {e.external_id: e for e in session.scalars(select(Employee))}
+    assert people["E1"].email == "ann@example.com" and people["E1"].timezone == "Europe/London"
+    assert people["E2"].manager_id == people["E1"].id and people["E2"].timezone == "UTC"
+
+
+def test_quoted_cells_with_newlines_keep_their_line_numbers(client, tenant):
+    data = csv_bytes('E1,ann@example.com,"Ann\r\nMarie",Archer,Eng,Core,,UTC', "E2,broken,Bob,Baker,Eng,Core,,UTC")
+    report = upload(client, tenant, data).get_json()
+    assert [(e["line"], e["kind"]) for e in report["errors"]] == [(4, "bad_email")]
+    assert report["created"] == 1
+
+
+def test_long_cycle_and_its_tail_through_existing_employees(client, tenant, db):
+    """A cycle closed through existing employees: only its members are rejected; the row
+    hanging below it keeps its place when its manager still exists."""
+    upload(client, tenant, csv_bytes(*(f"E{i},e{i}@example.com,F,L,Eng,Core,{f'E{i - 1}' if i else ''},UTC" for i in range(5))))
+    # E0 now reports to E4 (closing E0 <- E1 <- ... <- E4); E9 is new and reports to E2.
+    report = upload(client, tenant, csv_bytes("E0,e0@example.com,F,L,Eng,Core,E4,UTC", "E9,e9@example.com,F,L,Eng,Core,E2,UTC")).get_json()
+    assert [(e["line"], e["kind"]) for e in report["errors"]] == [(2, "manager_cycle")]
+    assert report["created"] == 1
+    with db.session(tenant.org_id) as session:
+        links = dict(session.execute(select(Employee.external_id, Employee.manager_external_id)).all())
+    assert links["E0"] is None and links["E9"] == "E2"
+
+
+def test_atomic_manager_changes_and_new_managers_link_by_id(client, tenant, db):
+    upload(client, tenant, csv_bytes(*GOOD))
+    rows = [GOOD[0], GOOD[1].replace(",E1,", ",E4,"), GOOD[2], "E4,dee@example.com,Dee,Dean,Eng,Core,E1,UTC"]
+    report = upload(client, tenant, csv_bytes(*rows), mode="atomic").get_json()
+    assert (report["created"], report["updated"], report["unchanged"], report["applied"]) == (1, 1, 2, True)
+    with db.session(tenant.org_id) as session:
+        people = {e.external_id: e for e in session.scalars(select(Employee))}
+        assert people["E2"].manager_id == people["E4"].id and people["E4"].manager_id == people["E1"].id
+        fields = session.scalars(select(AuditEvent.details).where(AuditEvent.action == "employee.updated")).one()["fields"]
+    assert fields == ["manager_external_id"]

@@ -1,15 +1,27 @@
 """HRIS CSV import of employees: the one implementation behind the API, the CLI and the Celery job.
 
-Two streaming passes over the file (it is re-opened for the second), so memory holds a
-few machine words per row, never the rows themselves:
+Set-based. The file is streamed into a staging table on the session's own connection,
+then validated and applied by a few SQL statements that run unchanged on PostgreSQL and
+SQLite. Only the way rows reach the staging table differs:
 
-1. *validate*: header first, then every row on its own (required fields, lengths, email,
-   IANA timezone, duplicates in the file); then, against the organisation's existing
-   employees, emails taken by someone else and the whole manager graph (managers that
-   exist nowhere, manager cycles through file rows and existing employees alike).
-2. *apply* (skipped in dry-run, and in atomic mode when anything was wrong): batches
-   of good rows are upserted by ``external_id``; unchanged rows are neither written nor
-   audited, so re-importing a file is a no-op.
+* PostgreSQL, well-formed file: the raw bytes go straight to ``COPY ... FROM STDIN
+  (FORMAT csv)``; Python only checks the header and counts newlines, so a row's line
+  number is its position. Whatever COPY refuses or cannot number (a ragged row, bad
+  UTF-8, a blank line, a newline inside a quoted cell) is rolled back to a savepoint and
+  staged by the parsed path instead.
+* Parsed path (SQLite always, PostgreSQL's fallback): Python's csv reader, one line at a
+  time, rows sent in batches (COPY on PostgreSQL, executemany on SQLite).
+
+Then, in SQL: per-row checks (required fields, lengths, email pattern, IANA timezone
+against a table of ``zoneinfo`` names, opt-in flag, own manager); duplicates in the file;
+emails taken by another employee; the manager graph (staged rows plus existing
+employees): managers found nowhere, and cycles (a recursive walk down from the roots;
+whatever it cannot reach hangs on a cycle), repeated until stable because a rejected row
+falls back to the employee's current manager. Apply (skipped in dry-run, and in atomic
+mode when anything was wrong): new employees in one INSERT ... SELECT, changed ones in
+one UPDATE ... FROM, unchanged ones not touched at all (re-importing a file is a no-op),
+consents and one audit event per created, changed or departed employee with INSERT ...
+SELECT. Memory is a 1 MB read buffer (or one batch of parsed rows) and the kept errors.
 
 Error messages never repeat the cell's value: the job row outlives an employee's erasure.
 """
@@ -17,22 +29,18 @@ from __future__ import annotations
 
 import csv
 import io
-from bisect import bisect_left
-import json
 import re
-from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 from typing import BinaryIO
 
-from sqlalchemy import String, bindparam, func, insert, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
-from shared.db import utcnow
-from shared.models import AuditEvent, Consent, ConsentKind, ConsentSource, Employee, EmployeeStatus, ImportMode, User
+from shared.db import UTCDateTime, utcnow
+from shared.models import ImportMode, User
 
 REQUIRED_COLUMNS = ("external_id", "email", "first_name", "last_name", "department", "team", "manager_external_id", "timezone")
 OPTIONAL_COLUMNS = ("locale", "digest_opt_in")
@@ -50,7 +58,7 @@ MAX_LENGTHS = {
     "digest_opt_in": 5,
 }
 MAX_ERRORS_KEPT = 1000
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 TRUE_VALUES = frozenset({"1", "true", "yes", "y"})
 FALSE_VALUES = frozenset({"0", "false", "no", "n"})
 
@@ -68,11 +76,13 @@ EMAIL_TAKEN = "email_taken"
 MANAGER_NOT_FOUND = "manager_not_found"
 MANAGER_CYCLE = "manager_cycle"
 
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-# Fields compared to decide whether an existing employee changed.
-_COMPARED = ("email", "first_name", "last_name", "department", "team", "manager_external_id", "timezone")
+# The same pattern serves Python (re) and SQL (PostgreSQL ``~``, SQLite REGEXP).
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+_EMAIL = re.compile(EMAIL_PATTERN)
+_EMAIL_SHAPE = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]+$"
+# Cells are trimmed of ASCII whitespace (the same set in SQL on both databases).
+_WHITESPACE = " \t\r\n\v\f"
+_STAGED = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
 @lru_cache(maxsize=1)
@@ -108,51 +118,39 @@ class ImportReport:
     fatal: bool = False
 
 
-class _Errors:
-    """Every error counted, the first MAX_ERRORS_KEPT kept."""
-
-    def __init__(self) -> None:
-        self.kept: list[dict] = []
-        self.count = 0
-
-    def add(self, line: int, column: str | None, kind: str, message: str) -> None:
-        self.count += 1
-        if len(self.kept) < MAX_ERRORS_KEPT:
-            self.kept.append({"line": line, "column": column, "kind": kind, "message": message})
-
-
 class _Fatal(Exception):
     def __init__(self, line: int, column: str | None, kind: str, message: str):
         super().__init__(message)
-        self.error = (line, column, kind, message)
+        self.error = {"line": line, "column": column, "kind": kind, "message": message}
 
 
 Opener = Callable[[], BinaryIO]
 Progress = Callable[[str, int, int | None, int], None]
 
 
+def _buffered(raw: BinaryIO) -> BinaryIO:
+    return raw if isinstance(raw, io.BufferedIOBase) else io.BufferedReader(raw, 1 << 16)
+
+
 def _decoded_lines(raw: BinaryIO) -> Iterator[str]:
     """The file's lines as text, decoded one line at a time so a bad byte is reported on its line."""
-    buffered = raw if isinstance(raw, io.BufferedIOBase) else io.BufferedReader(raw, 1 << 16)
-    for number, data in enumerate(buffered, 1):
+    for number, data in enumerate(_buffered(raw), 1):
+        if b"\x00" in data:
+            raise _Fatal(number, None, BAD_ENCODING, "This line contains a NUL byte; save the file as UTF-8 text.")
         try:
-            text = data.decode("utf-8")
+            line = data.decode("utf-8")
         except UnicodeDecodeError:
             raise _Fatal(number, None, BAD_ENCODING, "This line is not valid UTF-8; save the file as UTF-8.") from None
-        yield text.removeprefix("\ufeff") if number == 1 else text
+        yield line.removeprefix("\ufeff") if number == 1 else line
 
 
-def _read_rows(opener: Opener) -> Iterator[tuple[int, list[str], dict[str, int] | None]]:
-    """Yield (line, cells, header positions) for every non-blank row; the header comes first."""
+def _read_rows(opener: Opener) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) for every non-blank row after the header."""
     raw = opener()
     reader = csv.reader(_decoded_lines(raw))
     line = 1
     try:
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise _Fatal(1, None, BAD_HEADER, "The file is empty; the first line must be the header.") from None
-        yield 1, header, _check_header(header)
+        next(reader, None)
         while True:
             line = reader.line_num + 1
             try:
@@ -160,211 +158,85 @@ def _read_rows(opener: Opener) -> Iterator[tuple[int, list[str], dict[str, int] 
             except StopIteration:
                 return
             if cells:
-                yield line, cells, None
+                yield line, cells
     except csv.Error as error:
         raise _Fatal(line, None, BAD_ROW, f"Unreadable CSV: {error}.") from None
     finally:
         raw.close()
 
 
-def _check_header(header: list[str]) -> dict[str, int]:
-    names = [h.strip().lower() for h in header]
-    positions: dict[str, int] = {}
+def _read_header(first_line: bytes) -> list[str]:
+    """The header's columns, in file order (checked: known, unique, all required present)."""
+    if not first_line.strip():
+        raise _Fatal(1, None, BAD_HEADER, "The file is empty; the first line must be the header.")
+    try:
+        decoded = first_line.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        raise _Fatal(1, None, BAD_ENCODING, "This line is not valid UTF-8; save the file as UTF-8.") from None
+    names = [h.strip().lower() for h in next(csv.reader([decoded]))]
+    seen: set[str] = set()
     for i, name in enumerate(names):
-        if name not in REQUIRED_COLUMNS and name not in OPTIONAL_COLUMNS:
-            raise _Fatal(1, name or f"column {i + 1}", BAD_HEADER, f"Unknown column {name!r}; expected {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}.")
-        if name in positions:
+        if name not in _STAGED:
+            raise _Fatal(1, name or f"column {i + 1}", BAD_HEADER, f"Unknown column {name!r}; expected {', '.join(_STAGED)}.")
+        if name in seen:
             raise _Fatal(1, name, BAD_HEADER, f"Column {name!r} appears twice.")
-        positions[name] = i
-    missing = [c for c in REQUIRED_COLUMNS if c not in positions]
+        seen.add(name)
+    missing = [c for c in REQUIRED_COLUMNS if c not in seen]
     if missing:
         raise _Fatal(1, missing[0], BAD_HEADER, f"Missing required column(s): {', '.join(missing)}.")
-    return positions
+    return names
 
 
-# A validated row: (external_id, email, first, last, department, team, manager or None, timezone, locale or None, opt_in or None)
-Row = tuple
+def _lit(value: str) -> str:
+    """A SQL string literal for one of this module's own constants."""
+    return "'" + value.replace("'", "''") + "'"
 
 
-def _validate(line: int, cells: list[str], cols: dict[str, int], ncols: int, default_tz: str, errors: _Errors) -> Row | None:
-    if len(cells) != ncols:
-        errors.add(line, None, BAD_ROW, f"Expected {ncols} fields, found {len(cells)}.")
-        return None
-    values = {name: cells[pos].strip() for name, pos in cols.items()}
-    ext, email, first, last = values["external_id"], values["email"].lower(), values["first_name"], values["last_name"]
-    tz = values["timezone"] or default_tz
-    manager = values["manager_external_id"] or None
-    opt_flag = values.get("digest_opt_in")
-    # Fast path: the common, valid row.
-    if (ext and email and first and last and len(ext) <= 64 and len(email) <= 254 and len(first) <= 100 and len(last) <= 100
-            and len(values["department"]) <= 100 and len(values["team"]) <= 100 and (manager is None or (len(manager) <= 64 and manager != ext))
-            and len(values["timezone"]) <= 64 and len(values.get("locale") or "") <= 16 and not opt_flag
-            and _EMAIL.match(email) is not None and tz in _timezones()):
-        return (ext, email, first, last, values["department"], values["team"], manager, tz, values.get("locale"), None)
-    ok = True
-    for name, value in values.items():
-        if len(value) > MAX_LENGTHS[name]:
-            errors.add(line, name, TOO_LONG, f"Longer than {MAX_LENGTHS[name]} characters.")
-            ok = False
-    for name in REQUIRED_VALUES:
-        if not values[name]:
-            errors.add(line, name, MISSING, "Required; the cell is empty.")
-            ok = False
-    if email and not is_valid_email(email):
-        errors.add(line, "email", BAD_EMAIL, "Not a valid email address.")
-        ok = False
-    if tz not in _timezones():
-        errors.add(line, "timezone", BAD_TIMEZONE, "Unknown IANA timezone (e.g. Europe/London).")
-        ok = False
-    opt_in = None
-    if opt_flag:
-        flag = opt_flag.lower()
-        if flag in TRUE_VALUES:
-            opt_in = True
-        elif flag in FALSE_VALUES:
-            opt_in = False
+class _Sql:
+    """The few places where PostgreSQL and SQLite spell the same thing differently."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.postgres = connection.dialect.name == "postgresql"
+        self.temp = "pg_temp." if self.postgres else "temp."
+
+    def trim(self, expr: str) -> str:
+        return f"btrim({expr}, :ws)" if self.postgres else f"trim({expr}, :ws)"
+
+    def regexp(self, expr: str, pattern_param: str) -> str:
+        return f"{expr} ~ {pattern_param}" if self.postgres else f"{expr} REGEXP {pattern_param}"
+
+    def json(self, expr: str) -> str:
+        # PostgreSQL's json column takes text only through an explicit cast; SQLite stores the text.
+        return f"CAST({expr} AS json)" if self.postgres else expr
+
+    def create(self, name: str, body: str, params: dict | None = None) -> None:
+        """A temporary table from column definitions ``(...)`` or a query."""
+        self.drop(name)
+        on_commit = " ON COMMIT DROP" if self.postgres else ""
+        if body.lstrip().startswith("("):
+            self.run(f"CREATE TEMP TABLE {name} {body}{on_commit}")
         else:
-            errors.add(line, "digest_opt_in", BAD_VALUE, "Use true/false, yes/no or 1/0.")
-            ok = False
-    if manager is not None and manager == ext:
-        errors.add(line, "manager_external_id", MANAGER_CYCLE, "An employee cannot be their own manager.")
-        ok = False
-    if not ok:
-        return None
-    return (ext, email, first, last, values["department"], values["team"], manager, tz, values.get("locale"), opt_in)
+            self.run(f"CREATE TEMP TABLE {name}{on_commit} AS {body}", params)
+
+    def index(self, table: str, column: str) -> None:
+        name = f"{table}_{column}_idx"
+        if self.postgres:
+            self.run(f"CREATE INDEX {name} ON pg_temp.{table} ({column})")
+        else:
+            self.run(f"CREATE INDEX temp.{name} ON {table} ({column})")
+
+    def drop(self, name: str) -> None:
+        self.run(f"DROP TABLE IF EXISTS {self.temp}{name}")
+
+    def run(self, sql: str, params: dict | None = None):  # noqa: ANN201
+        return self.connection.execute(text(sql), params or {})
+
+    def scalar(self, sql: str, params: dict | None = None):  # noqa: ANN201
+        return self.connection.execute(text(sql), params or {}).scalar()
 
 
-class _SortedIndex:
-    """hash -> first row with it, as two sorted parallel arrays: 16 bytes a row where a
-    dict would take about 100, which keeps a 1,000,000-row import well under 300 MB."""
-
-    def __init__(self, hashes: array, keep: Callable[[int], bool] | None = None):
-        packed = sorted((h << 32) | i for i, h in enumerate(hashes) if h and (keep is None or keep(i)))
-        self.keys = array("q", (k >> 32 for k in packed))
-        self.rows = array("q", (k & 0xFFFFFFFF for k in packed))
-
-    def get(self, h: int) -> int | None:
-        i = bisect_left(self.keys, h)
-        if i < len(self.keys) and self.keys[i] == h:
-            return self.rows[i]
-        return None
-
-    def __contains__(self, h: int) -> bool:
-        return self.get(h) is not None
-
-    def duplicates(self) -> Iterator[tuple[int, int]]:
-        """(later row, first row) for every repeated hash."""
-        keys, rows = self.keys, self.rows
-        first = 0
-        for j in range(1, len(keys)):
-            if keys[j] == keys[first]:
-                yield rows[j], rows[first]
-            else:
-                first = j
-
-
-class _Graph:
-    """Per-row facts from pass 1, kept as compact arrays indexed by row number."""
-
-    def __init__(self) -> None:
-        self.lines = array("q")
-        self.ext = array("q")  # hash of external_id (0 if the row had none)
-        self.email = array("q")  # hash of the email (0 for rows with errors)
-        self.mgr = array("q")  # hash of manager_external_id (0: none)
-        self.db_mgr = array("q")  # manager hash of the existing employee with this external_id
-        self.in_db = bytearray()
-        self.bad = bytearray()
-        self.ext_index = _SortedIndex(array("q"))
-        self.db_only: dict[int, int] = {}  # existing employees absent from the file: ext hash -> manager hash
-
-    def add(self, line: int, ext: int, email: int, mgr: int, bad: bool) -> int:
-        idx = len(self.bad)
-        self.lines.append(line)
-        self.ext.append(ext)
-        self.email.append(email)
-        self.mgr.append(mgr)
-        self.db_mgr.append(0)
-        self.in_db.append(0)
-        self.bad.append(1 if bad else 0)
-        return idx
-
-    def valid_row(self, h: int) -> int | None:
-        idx = self.ext_index.get(h)
-        return idx if idx is not None and not self.bad[idx] else None
-
-    def exists(self, h: int) -> bool:
-        idx = self.ext_index.get(h)
-        if idx is not None:
-            return not self.bad[idx] or bool(self.in_db[idx])
-        return h in self.db_only
-
-    def parent(self, h: int) -> int:
-        idx = self.ext_index.get(h)
-        if idx is not None:
-            if not self.bad[idx]:
-                return self.mgr[idx]
-            return self.db_mgr[idx] if self.in_db[idx] else 0
-        return self.db_only.get(h, 0)
-
-
-def _h(value: str | None) -> int:
-    if not value:
-        return 0
-    return hash(value) or 1
-
-
-def _check_graph(graph: _Graph, errors: _Errors) -> None:
-    """Reject rows whose manager exists nowhere and rows on a manager cycle, until stable
-    (a rejected row reverts to the employee's current manager, which can expose more)."""
-    n = len(graph.bad)
-    changed = True
-    while changed:
-        changed = False
-        for idx in range(n):
-            if graph.bad[idx] or not graph.mgr[idx]:
-                continue
-            m = graph.mgr[idx]
-            if not graph.exists(m):
-                midx = graph.ext_index.get(m)
-                if midx is not None:
-                    message = f"The manager's row (line {graph.lines[midx]}) has errors, and no such employee exists yet."
-                else:
-                    message = "No employee with this external_id in the file or the organisation."
-                errors.add(graph.lines[idx], "manager_external_id", MANAGER_NOT_FOUND, message)
-                graph.bad[idx] = 1
-                changed = True
-        # Functional graph (one manager each): walk up from every row, marking nodes done
-        # (a byte per file row; a set only for existing employees absent from the file).
-        done_rows = bytearray(n)
-        done_db: set[int] = set()
-
-        def is_done(h: int) -> bool:
-            idx = graph.ext_index.get(h)
-            return bool(done_rows[idx]) if idx is not None else h in done_db
-
-        for idx in range(n):
-            if graph.bad[idx] or done_rows[idx]:
-                continue
-            path: list[int] = []
-            on_path: set[int] = set()
-            node = graph.ext[idx]
-            while node and node not in on_path and not is_done(node):
-                path.append(node)
-                on_path.add(node)
-                node = graph.parent(node)
-            if node and node in on_path:
-                for member in path[path.index(node):]:
-                    midx = graph.valid_row(member)
-                    if midx is not None:
-                        errors.add(graph.lines[midx], "manager_external_id", MANAGER_CYCLE, "This manager link would make a reporting cycle.")
-                        graph.bad[midx] = 1
-                        changed = True
-            for member in path:
-                midx = graph.ext_index.get(member)
-                if midx is not None:
-                    done_rows[midx] = 1
-                else:
-                    done_db.add(member)
+_TEMP_TABLES = ("import_rows", "import_timezones", "import_checked", "import_errors", "import_graph", "import_loop", "import_apply")
 
 
 def import_employees(
@@ -377,267 +249,369 @@ def import_employees(
     commit: Callable[[], None] | None = None,
 ) -> ImportReport:
     """Validate and (depending on the mode) apply one CSV file. ``opener`` returns a fresh
-    binary stream of the file each time it is called. ``commit`` (partial mode only) is
-    called after each applied batch, so a long import makes durable progress."""
+    binary stream of the file each time it is called (the parsed path re-reads it).
+    ``commit`` (partial mode only) is called once the changes are applied, so the caller's
+    unit of work becomes durable before the report is built."""
     report = ImportReport(mode=options.mode)
-    errors = _Errors()
-    graph = _Graph()
+    session.flush()
+    sql = _Sql(session.connection())
     org_id = session.info.get("org_id")
-
-    # ---- pass 1: validate -------------------------------------------------------------
+    report_progress = progress or (lambda *_: None)
     try:
-        rows = _read_rows(opener)
-        _, _, cols = next(rows)
-        ncols = len(cols)
-        for line, cells, _ in rows:
-            row = _validate(line, cells, cols, ncols, options.default_timezone, errors)
-            if row is None:
-                ext_cell = cells[cols["external_id"]].strip() if len(cells) == ncols else ""
-                idx = graph.add(line, _h(ext_cell), 0, 0, True)
-            else:
-                idx = graph.add(line, _h(row[0]), _h(row[1]), _h(row[6]), False)
-            if progress and idx % 10000 == 0:
-                progress("validating", idx, None, errors.count)
+        columns = _stage(sql, opener, report_progress)
     except _Fatal as fatal:
-        errors.add(*fatal.error)
-        report.fatal = True
-        return _finish(report, errors, graph)
-    report.rows_total = len(graph.bad)
-    # Duplicates in the file: the first occurrence wins.
-    graph.ext_index = _SortedIndex(graph.ext)
-    for row, first in graph.ext_index.duplicates():
-        if not graph.bad[row]:
-            errors.add(graph.lines[row], "external_id", DUPLICATE, f"external_id already on line {graph.lines[first]}.")
-            graph.bad[row] = 1
-    email_index = _SortedIndex(graph.email, lambda i: not graph.bad[i])
-    for row, first in email_index.duplicates():
-        errors.add(graph.lines[row], "email", DUPLICATE, f"email already on line {graph.lines[first]}.")
-        graph.bad[row] = 1
-
-    # Existing employees: emails taken by someone else, and the graph nodes not in the file.
-    existing = select(Employee.external_id, Employee.email, Employee.manager_external_id).execution_options(yield_per=5000)
-    for ext, email, manager in session.execute(existing):
-        h = _h(ext)
-        idx = graph.ext_index.get(h)
-        if idx is not None:
-            graph.in_db[idx] = 1
-            graph.db_mgr[idx] = _h(manager)
-        else:
-            graph.db_only[h] = _h(manager)
-        holder = email_index.get(_h(email))
-        if holder is not None and graph.ext[holder] != h and not graph.bad[holder]:
-            errors.add(graph.lines[holder], "email", EMAIL_TAKEN, "Another employee of the organisation already has this email.")
-            graph.bad[holder] = 1
-    _check_graph(graph, errors)
-    report.error_rows = sum(graph.bad)
-    if progress:
-        progress("validating", report.rows_total, report.rows_total, errors.count)
-
-    # ---- pass 2: apply (or, in dry-run, count what would change) ------------------------
-    write = options.mode == ImportMode.PARTIAL or (options.mode == ImportMode.ATOMIC and report.error_rows == 0)
-    if options.mode == ImportMode.ATOMIC and report.error_rows:
-        return _finish(report, errors, graph)
-    has_locale = "locale" in cols
-    batch: list[Row] = []
-    done = 0
-    rows = _read_rows(opener)
-    next(rows)
-    idx = -1
-    for _line, cells, _ in rows:
-        idx += 1
-        if graph.bad[idx]:
-            continue
-        batch.append(_validate(0, cells, cols, ncols, options.default_timezone, _Errors()))
-        if len(batch) >= BATCH_SIZE:
-            _apply_batch(session, batch, report, actor, org_id, has_locale, write, options)
-            done = idx + 1
-            batch = []
-            if write and commit and options.mode == ImportMode.PARTIAL:
-                commit()
-            if progress:
-                progress("applying", done, report.rows_total, errors.count)
-    if batch:
-        _apply_batch(session, batch, report, actor, org_id, has_locale, write, options)
-    if write:
-        _sync_manager_ids(session)
-    if options.mark_missing_as_left and (write or options.mode == ImportMode.DRY_RUN):
-        _mark_missing(session, graph, report, actor, org_id, write)
-    report.applied = write
-    if progress:
-        progress("applying", report.rows_total, report.rows_total, errors.count)
-    return _finish(report, errors, graph)
-
-
-def _finish(report: ImportReport, errors: _Errors, graph: _Graph) -> ImportReport:
-    report.errors = sorted(errors.kept, key=lambda e: (e["line"], e["column"] or ""))
-    report.error_count = errors.count
-    report.error_rows = sum(graph.bad) if not report.fatal else max(1, sum(graph.bad))
+        for name in _TEMP_TABLES:
+            sql.drop(name)
+        report.errors, report.error_count, report.error_rows, report.fatal = [fatal.error], 1, 1, True
+        return report
+    params = {"org": org_id, "ws": _WHITESPACE}
+    _validate(sql, params, options, len(columns))
+    report.rows_total = sql.scalar("SELECT count(*) FROM import_checked")
+    report.error_rows = sql.scalar("SELECT count(*) FROM import_checked WHERE bad = 1")
+    errors_so_far = sql.scalar("SELECT count(*) FROM import_errors")
+    report_progress("validating", report.rows_total, report.rows_total, errors_so_far)
+    atomic_failed = options.mode == ImportMode.ATOMIC and report.error_rows > 0
+    write = options.mode == ImportMode.PARTIAL or (options.mode == ImportMode.ATOMIC and not atomic_failed)
+    if not atomic_failed:
+        report_progress("applying", 0, report.rows_total, errors_so_far)
+        _apply(sql, params, options, actor, report, write, has_locale="locale" in columns)
+        report.applied = write
+    report.error_count = errors_so_far
+    report.errors = [
+        {"line": line, "column": column, "kind": kind, "message": message}
+        for line, column, kind, message in sql.run(
+            "SELECT line, col, kind, message FROM import_errors ORDER BY line, coalesce(col, ''), seq LIMIT :n", {"n": MAX_ERRORS_KEPT}
+        )
+    ]
+    for name in _TEMP_TABLES:
+        sql.drop(name)
+    if write and commit and options.mode == ImportMode.PARTIAL:
+        commit()
+    report_progress("applying", report.rows_total, report.rows_total, errors_so_far)
     return report
 
 
-def _audit_row(actor: User | None, org_id: int, action: str, target_id: int, details: dict, now) -> dict:  # noqa: ANN001
-    return {
-        "org_id": org_id,
-        "at": now,
-        "actor_user_id": actor.id if actor else None,
-        "actor_label": f"user:{actor.id}" if actor else "system",
-        "action": action,
-        "target_type": "employee",
-        "target_id": target_id,
-        "details": details,
-    }
+# ---- 1. staging ---------------------------------------------------------------------------
+
+def _stage(sql: _Sql, opener: Opener, progress: Progress) -> list[str]:
+    """The header's columns; every data row of the file in ``import_rows`` (line, ncells when the row has the
+    wrong number of fields, and the raw cells), the header checked first."""
+    raw = _buffered(opener())
+    try:
+        columns = _read_header(raw.readline())
+        cell_types = ", ".join(f"{c} text" for c in _STAGED)
+        if sql.postgres:
+            sql.create("import_rows", f"(line integer GENERATED BY DEFAULT AS IDENTITY (START WITH 2), ncells integer, {cell_types})")
+            if _copy_raw(sql, raw, columns, progress):
+                return columns
+        else:
+            sql.create("import_rows", f"(line INTEGER PRIMARY KEY, ncells INTEGER, {cell_types})")
+    finally:
+        raw.close()
+    _stage_parsed(sql, opener, columns, progress)
+    return columns
 
 
-def _apply_batch(session: Session, batch: list[Row], report: ImportReport, actor, org_id, has_locale, write, options) -> None:  # noqa: ANN001
-    cols = (Employee.id, Employee.external_id, Employee.email, Employee.first_name, Employee.last_name, Employee.department,
-            Employee.team, Employee.manager_external_id, Employee.timezone, Employee.locale, Employee.digest_consent, Employee.status)
-    postgres = session.get_bind().dialect.name == "postgresql"
-    current = {r.external_id: r for r in session.execute(select(*cols).where(_in(Employee.external_id, [row[0] for row in batch], postgres)))}
-    now = utcnow()
-    inserts: list[dict] = []
-    insert_opt_in: list[bool | None] = []
-    updates: list[dict] = []
-    consents: list[dict] = []
-    audits: list[dict] = []
-    for row in batch:
-        ext, email, first, last, dept, team, manager, tz, locale, opt_in = row
-        new = {"email": email, "first_name": first, "last_name": last, "department": dept, "team": team,
-               "manager_external_id": manager, "timezone": tz}
-        if has_locale:
-            new["locale"] = locale or ""
-        old = current.get(ext)
-        if old is None:
-            report.created += 1
-            inserts.append({**new, "org_id": org_id, "external_id": ext, "locale": locale or "", "digest_consent": True if opt_in is None else opt_in,
-                            "status": EmployeeStatus.ACTIVE.value, "digest_topics": [], "created_at": now, "updated_at": now})
-            insert_opt_in.append(opt_in)
-            continue
-        changed = {k: v for k, v in new.items() if getattr(old, k) != v}
-        if options.mark_missing_as_left and old.status != EmployeeStatus.ACTIVE:
-            changed["status"] = EmployeeStatus.ACTIVE
-            changed["left_at"] = None
-        if opt_in is not None and opt_in != old.digest_consent:
-            changed["digest_consent"] = opt_in
-            consents.append({"org_id": org_id, "employee_id": old.id, "kind": ConsentKind.DIGEST_EMAILS, "granted": opt_in,
-                             "source": ConsentSource.IMPORT, "actor_user_id": actor.id if actor else None, "at": now})
-        if not changed:
-            report.unchanged += 1
-            continue
-        report.updated += 1
-        audits.append(_audit_row(actor, org_id, "employee.updated", old.id, {"fields": sorted(changed), "via": "import"}, now))
-        updates.append({"b_id": old.id, **changed})
+def _copy_raw(sql: _Sql, raw: BinaryIO, columns: list[str], progress: Progress) -> bool:
+    """PostgreSQL: COPY the bytes after the header as they are, one COPY per block (the
+    file may be read from the same connection between blocks). False, with nothing
+    staged, when COPY refuses the data or the rows cannot be numbered by position."""
+    import psycopg
+
+    statement = f"COPY pg_temp.import_rows ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    cursor = sql.connection.connection.driver_connection.cursor()
+    savepoint = sql.connection.begin_nested()
+    expected = 0
+    pending = b""
+    try:
+        while True:
+            block = raw.read(1 << 20)
+            data = pending + block
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            if cut:
+                with cursor.copy(statement) as copy:
+                    copy.write(data[:cut] if cut < len(data) else data)
+                expected += data.count(b"\n", 0, cut) + (0 if data[cut - 1:cut] == b"\n" else 1)
+                progress("validating", expected, None, 0)
+            pending = data[cut:]
+            if not block:
+                break
+    except psycopg.Error:
+        savepoint.rollback()
+        return False
+    if sql.scalar("SELECT count(*) FROM pg_temp.import_rows") != expected:
+        # A newline inside a quoted cell (or COPY's end marker): positions are not lines.
+        savepoint.rollback()
+        return False
+    savepoint.commit()
+    return True
+
+
+def _stage_parsed(sql: _Sql, opener: Opener, columns: list[str], progress: Progress) -> None:
+    positions = [columns.index(c) if c in columns else None for c in _STAGED]
+    ncols = len(columns)
+    names = ", ".join(("line", "ncells", *_STAGED))
+    empty = (None,) * len(_STAGED)
+    batch: list[tuple] = []
+    staged = 0
+    for line, cells in _read_rows(opener):
+        if len(cells) == ncols:
+            batch.append((line, None, *(cells[p] if p is not None else None for p in positions)))
+        else:
+            batch.append((line, len(cells), *empty))
+        if len(batch) >= BATCH_SIZE:
+            _write_batch(sql, names, batch)
+            staged += len(batch)
+            batch = []
+            progress("validating", staged, None, 0)
+    if batch:
+        _write_batch(sql, names, batch)
+
+
+def _write_batch(sql: _Sql, names: str, batch: list[tuple]) -> None:
+    # The batch is complete before it is written: the file may be read from this connection.
+    if sql.postgres:
+        cursor = sql.connection.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY pg_temp.import_rows ({names}) FROM STDIN") as copy:
+            for row in batch:
+                copy.write_row(row)
+    else:
+        placeholders = ", ".join("?" * len(batch[0]))
+        sql.connection.exec_driver_sql(f"INSERT INTO temp.import_rows ({names}) VALUES ({placeholders})", batch)
+
+
+# ---- 2. validation ------------------------------------------------------------------------
+
+def _row_checks(sql: _Sql) -> list[tuple[str | None, str, str, str]]:
+    """(column, kind, message, condition on the normalised row ``t``) for every per-row
+    check, in the order the errors of one cell are listed."""
+    cell = {"external_id": "t.ext", "manager_external_id": "coalesce(t.mgr, '')", "timezone": "t.tz_cell", "digest_opt_in": "t.opt_cell"}
+    checks: list[tuple[str | None, str, str, str]] = [
+        (name, TOO_LONG, f"Longer than {limit} characters.", f"length({cell.get(name, 't.' + name)}) > {limit}")
+        for name, limit in MAX_LENGTHS.items()
+    ]
+    checks += [(name, MISSING, "Required; the cell is empty.", f"{cell.get(name, 't.' + name)} = ''") for name in REQUIRED_VALUES]
+    flags = ", ".join(_lit(v) for v in sorted(TRUE_VALUES | FALSE_VALUES))
+    checks += [
+        ("email", BAD_EMAIL, "Not a valid email address.", f"t.email <> '' AND NOT ({_email_ok(sql, 't.email')})"),
+        ("timezone", BAD_TIMEZONE, "Unknown IANA timezone (e.g. Europe/London).",
+         "(CASE WHEN t.tz_cell = '' THEN :default_tz ELSE t.tz_cell END) NOT IN (SELECT name FROM import_timezones)"),
+        ("digest_opt_in", BAD_VALUE, "Use true/false, yes/no or 1/0.", f"t.opt_cell <> '' AND t.opt_cell NOT IN ({flags})"),
+        ("manager_external_id", MANAGER_CYCLE, "An employee cannot be their own manager.", "t.mgr = t.ext"),
+    ]
+    return checks
+
+
+def _email_ok(sql: _Sql, email: str) -> str:
+    """EMAIL_PATTERN in SQL, split in parts PostgreSQL's regex engine runs fast (its bounded
+    repetitions such as ``{0,61}`` cost ~20 us a row): the shape with unbounded labels, then
+    no domain label over 63 characters (only possible in a long address) and a top-level
+    domain of at least 2 letters."""
+    long_label = sql.regexp(email, "'@[^@]*[^.@]{64}'")
+    return (f"length({email}) <= 254 AND {sql.regexp(email, ':email_shape')}"
+            f" AND NOT (CASE WHEN length({email}) > 66 THEN {long_label} ELSE FALSE END)"
+            f" AND substr({email}, length({email}) - 1, 1) <> '.'")
+
+
+def _validate(sql: _Sql, params: dict, options: ImportOptions, ncols: int) -> None:
+    """``import_checked``: the normalised rows, ``bad`` = 1 for each row with an error;
+    ``import_errors``: every error (line, column, kind, message)."""
+    sql.create("import_timezones", "(name text PRIMARY KEY)")
+    sql.connection.execute(text("INSERT INTO import_timezones (name) VALUES (:name)"), [{"name": z} for z in sorted(_timezones())])
+    if sql.postgres:
+        # Hash joins over a file's rows should not spill to disk (this transaction only).
+        sql.run("SET LOCAL work_mem = '64MB'")
+    params = {**params, "default_tz": options.default_timezone, "email_shape": _EMAIL_SHAPE}
+    checks = _row_checks(sql)
+    trim = sql.trim
+    true_flags = ", ".join(_lit(v) for v in sorted(TRUE_VALUES))
+    false_flags = ", ".join(_lit(v) for v in sorted(FALSE_VALUES))
+    any_error = " OR ".join(f"({cond})" for *_, cond in checks)
+    # The normalised cells are materialised first: each is referenced by several checks.
+    sql.create("import_checked", f"""
+        WITH t AS MATERIALIZED (
+            SELECT r.line, r.ncells, coalesce({trim('r.external_id')}, '') AS ext, lower(coalesce({trim('r.email')}, '')) AS email,
+                   coalesce({trim('r.first_name')}, '') AS first_name, coalesce({trim('r.last_name')}, '') AS last_name,
+                   coalesce({trim('r.department')}, '') AS department, coalesce({trim('r.team')}, '') AS team,
+                   nullif({trim('r.manager_external_id')}, '') AS mgr, coalesce({trim('r.timezone')}, '') AS tz_cell,
+                   coalesce({trim('r.locale')}, '') AS locale, lower(coalesce({trim('r.digest_opt_in')}, '')) AS opt_cell
+            FROM import_rows r)
+        SELECT t.*, CASE WHEN t.tz_cell = '' THEN :default_tz ELSE t.tz_cell END AS tz,
+               CASE WHEN t.opt_cell IN ({true_flags}) THEN TRUE WHEN t.opt_cell IN ({false_flags}) THEN FALSE END AS opt_in,
+               e.id AS emp_id, e.manager_external_id AS old_mgr,
+               CASE WHEN t.ncells IS NOT NULL OR {any_error} THEN 1 ELSE 0 END AS bad
+        FROM t LEFT JOIN employees e ON e.org_id = :org AND e.external_id = t.ext
+    """, params)
+    sql.drop("import_rows")
+    sql.index("import_checked", "ext")
+    sql.create("import_errors", "(line integer, col text, kind text, message text, seq integer)")
+
+    # Rows with the wrong number of fields, then every other per-row check, evaluated only
+    # on the rows the combined condition above found wrong.
+    sql.run(f"""INSERT INTO import_errors (line, col, kind, message, seq)
+                SELECT line, NULL, {_lit(BAD_ROW)}, 'Expected {ncols} fields, found ' || ncells || '.', 0
+                FROM import_checked WHERE ncells IS NOT NULL""")
+    values = ", ".join(f"({i}, {_lit(col)}, {_lit(kind)}, {_lit(message)})" for i, (col, kind, message, _) in enumerate(checks))
+    which = " ".join(f"WHEN {i} THEN ({cond})" for i, (*_, cond) in enumerate(checks))
+    sql.run(f"""WITH k (seq, col, kind, message) AS (VALUES {values})
+                INSERT INTO import_errors (line, col, kind, message, seq)
+                SELECT t.line, k.col, k.kind, k.message, k.seq FROM import_checked t JOIN k ON CASE k.seq {which} END
+                WHERE t.bad = 1 AND t.ncells IS NULL""", params)
+
+    # Duplicates in the file: the first occurrence wins (even when that row has errors).
+    _reject(sql, f"""SELECT t.line, 'external_id', {_lit(DUPLICATE)}, 'external_id already on line ' || d.first_line || '.', 100
+                     FROM import_checked t JOIN (SELECT ext, min(line) AS first_line FROM import_checked WHERE ext <> ''
+                                                 GROUP BY ext HAVING count(*) > 1) d ON d.ext = t.ext
+                     WHERE t.bad = 0 AND t.line <> d.first_line""", params)
+    _reject(sql, f"""SELECT t.line, 'email', {_lit(DUPLICATE)}, 'email already on line ' || d.first_line || '.', 101
+                     FROM import_checked t JOIN (SELECT email, min(line) AS first_line FROM import_checked WHERE bad = 0
+                                                 GROUP BY email HAVING count(*) > 1) d ON d.email = t.email
+                     WHERE t.bad = 0 AND t.line <> d.first_line""", params)
+    _reject(sql, f"""SELECT t.line, 'email', {_lit(EMAIL_TAKEN)}, 'Another employee of the organisation already has this email.', 102
+                     FROM import_checked t JOIN employees e ON e.org_id = :org AND e.email = t.email
+                     WHERE t.bad = 0 AND e.external_id <> t.ext""", params)
+    _check_managers(sql, params)
+
+
+def _reject(sql: _Sql, select: str, params: dict) -> int:
+    """Record the errors ``select`` finds and mark their rows bad; how many it found.
+    (The statement must start with INSERT: sqlite3 reports no row count after a WITH.)"""
+    found = sql.run(f"INSERT INTO import_errors (line, col, kind, message, seq) {select}", params).rowcount
+    if found:
+        sql.run("UPDATE import_checked SET bad = 1 WHERE bad = 0 AND line IN (SELECT line FROM import_errors)")
+    return found
+
+
+# Good rows whose manager is in neither the file's good rows nor the organisation.
+_MISSING_MANAGERS = """(SELECT t.line, t.mgr FROM import_checked t
+    WHERE t.bad = 0 AND t.mgr IS NOT NULL AND NOT EXISTS (SELECT 1 FROM import_graph g WHERE g.ext = t.mgr))"""
+# The graph from the roots down (no manager, or one outside the graph). Each node has one
+# manager, so a node is reached at most once; the depth bound is only a safeguard.
+_REACHED = """WITH RECURSIVE reached (ext, depth) AS (
+    SELECT g.ext, 1 FROM import_graph g LEFT JOIN import_graph p ON p.ext = g.mgr WHERE p.ext IS NULL
+    UNION ALL
+    SELECT g.ext, r.depth + 1 FROM import_graph g JOIN reached r ON g.mgr = r.ext WHERE r.depth <= :total)"""
+
+
+def _check_managers(sql: _Sql, params: dict) -> None:
+    """Managers found nowhere, then manager cycles, in the graph the import would leave
+    (good rows' links, and the current links of everyone else). A rejected row falls back
+    to the employee's current manager, which can expose more: repeat until stable."""
+    # Existing links are acyclic, so only a new or changed link can close a cycle.
+    may_cycle = sql.scalar("""SELECT count(*) FROM import_checked WHERE bad = 0 AND mgr IS NOT NULL
+                              AND (emp_id IS NULL OR coalesce(old_mgr, '') <> mgr)""") > 0
+    while True:
+        sql.create("import_graph", """
+            SELECT ext, mgr, line FROM import_checked WHERE bad = 0
+            UNION ALL
+            SELECT e.external_id, e.manager_external_id, NULL FROM employees e
+            WHERE e.org_id = :org AND NOT EXISTS (SELECT 1 FROM import_checked t WHERE t.ext = e.external_id AND t.bad = 0)
+        """, params)
+        sql.index("import_graph", "ext")
+        not_found = _reject(sql, f"""
+            SELECT m.line, 'manager_external_id', {_lit(MANAGER_NOT_FOUND)},
+                   CASE WHEN f.first_line IS NULL THEN 'No employee with this external_id in the file or the organisation.'
+                        ELSE 'The manager''s row (line ' || f.first_line || ') has errors, and no such employee exists yet.' END, 200
+            FROM {_MISSING_MANAGERS} m LEFT JOIN (SELECT ext, min(line) AS first_line FROM import_checked
+                                                  WHERE ext IN (SELECT mgr FROM {_MISSING_MANAGERS} mm) GROUP BY ext) f ON f.ext = m.mgr""",
+                            params)
+        if not not_found and not (may_cycle and _reject_cycles(sql, params)):
+            return
+
+
+def _reject_cycles(sql: _Sql, params: dict) -> int:
+    sql.index("import_graph", "mgr")
+    total = {"total": sql.scalar("SELECT count(*) FROM import_graph")}
+    if sql.scalar(f"{_REACHED} SELECT count(*) FROM reached", total) == total["total"]:
+        return 0
+    # Every node the walk missed leads up into a cycle; strip the chains hanging below the
+    # cycles (nodes nobody left in the set reports to) until only the cycles remain.
+    sql.create("import_loop", f"{_REACHED} SELECT g.ext, g.mgr, g.line FROM import_graph g WHERE g.ext NOT IN (SELECT ext FROM reached)", total)
+    while sql.run("DELETE FROM import_loop WHERE ext NOT IN (SELECT mgr FROM import_loop WHERE mgr IS NOT NULL)").rowcount:
+        pass
+    return _reject(sql, f"""SELECT line, 'manager_external_id', {_lit(MANAGER_CYCLE)}, 'This manager link would make a reporting cycle.', 300
+                            FROM import_loop WHERE line IS NOT NULL""", params)
+
+
+# ---- 3. apply -----------------------------------------------------------------------------
+
+def _apply(sql: _Sql, params: dict, options: ImportOptions, actor: User | None, report: ImportReport, write: bool, *,
+           has_locale: bool) -> None:
+    compared = [
+        ("department", "e.department <> t.department"),
+        ("digest_consent", "t.opt_in IS NOT NULL AND e.digest_consent <> t.opt_in"),
+        ("email", "e.email <> t.email"),
+        ("first_name", "e.first_name <> t.first_name"),
+        ("last_name", "e.last_name <> t.last_name"),
+        ("left_at", "e.status <> 'active'" if options.mark_missing_as_left else None),
+        ("locale", "e.locale <> t.locale" if has_locale else None),
+        ("manager_external_id", "coalesce(e.manager_external_id, '') <> coalesce(t.mgr, '')"),
+        ("status", "e.status <> 'active'" if options.mark_missing_as_left else None),
+        ("team", "e.team <> t.team"),
+        ("timezone", "e.timezone <> t.tz"),
+    ]
+    fields = " || ".join(f"CASE WHEN {cond} THEN {_lit(',' + chr(34) + name + chr(34))} ELSE '' END" for name, cond in compared if cond)
+    new_id = "CASE WHEN t.emp_id IS NULL THEN nextval(CAST(:seq AS regclass)) ELSE t.emp_id END" if write and sql.postgres else "t.emp_id"
+    if write and sql.postgres:
+        params = {**params, "seq": sql.scalar("SELECT pg_get_serial_sequence('employees', 'id')")}
+    # Good rows only; ``fields`` lists what changes for an existing employee ('' : nothing).
+    sql.create("import_apply", f"""
+        SELECT t.line, t.ext, t.emp_id, {new_id} AS id, t.email, t.first_name, t.last_name, t.department, t.team, t.mgr, t.tz,
+               t.locale, t.opt_in, CASE WHEN t.emp_id IS NULL THEN NULL ELSE {fields} END AS fields
+        FROM import_checked t LEFT JOIN employees e ON e.id = t.emp_id
+        WHERE t.bad = 0""", params)
+    created, updated, unchanged = sql.run("""SELECT coalesce(sum(CASE WHEN emp_id IS NULL THEN 1 ELSE 0 END), 0),
+                                                    coalesce(sum(CASE WHEN fields <> '' THEN 1 ELSE 0 END), 0),
+                                                    coalesce(sum(CASE WHEN fields = '' THEN 1 ELSE 0 END), 0) FROM import_apply""").one()
+    report.created, report.updated, report.unchanged = created, updated, unchanged
+    missing = "e.org_id = :org AND e.status = 'active' AND NOT EXISTS (SELECT 1 FROM import_checked t WHERE t.ext = e.external_id)"
+    if options.mark_missing_as_left:
+        report.marked_left = sql.scalar(f"SELECT count(*) FROM employees e WHERE {missing}", params)
     if not write:
         return
-    # Managers that already exist get linked now; the rest (later in the file) by _sync_manager_ids.
-    wanted = {r["manager_external_id"] for r in inserts if r["manager_external_id"]} | {
-        u["manager_external_id"] for u in updates if u.get("manager_external_id")}
-    manager_ids = dict(session.execute(select(Employee.external_id, Employee.id).where(_in(Employee.external_id, list(wanted), postgres))).all()) if wanted else {}
-    for r in inserts:
-        r["manager_id"] = manager_ids.get(r["manager_external_id"])
-    for u in updates:
-        if "manager_external_id" in u:
-            u["manager_id"] = manager_ids.get(u["manager_external_id"])
-    if inserts:
-        if postgres:
-            # COPY is PostgreSQL's bulk path; ids are then read back by external_id.
-            _copy(session, "employees", _EMPLOYEE_COPY_COLUMNS, ([r[c] for c in _EMPLOYEE_COPY_COLUMNS] for r in inserts))
-            by_ext = dict(session.execute(select(Employee.external_id, Employee.id).where(_in(Employee.external_id, [r["external_id"] for r in inserts], True))).all())
-            ids = [by_ext[r["external_id"]] for r in inserts]
-        else:
-            ids = session.scalars(insert(Employee).returning(Employee.id, sort_by_parameter_order=True), inserts).all()
-        for emp_id, opt_in in zip(ids, insert_opt_in):
-            audits.append(_audit_row(actor, org_id, "employee.created", emp_id, {"via": "import"}, now))
-            if opt_in is not None:
-                consents.append({"org_id": org_id, "employee_id": emp_id, "kind": ConsentKind.DIGEST_EMAILS, "granted": opt_in,
-                                 "source": ConsentSource.IMPORT, "actor_user_id": actor.id if actor else None, "at": now})
-    if updates:
-        table = Employee.__table__
-        from sqlalchemy import bindparam
+    now = bindparam("now", utcnow(), type_=UTCDateTime())
+    params = {**params, "actor": actor.id if actor else None, "actor_label": f"user:{actor.id}" if actor else "system"}
 
-        # Group by the set of changed columns: one executemany per shape.
-        shapes: dict[tuple, list[dict]] = {}
-        for u in updates:
-            shapes.setdefault(tuple(sorted(k for k in u if k != "b_id")), []).append(u)
-        for keys, params in shapes.items():
-            for p in params:
-                p["updated_at"] = now
-            stmt = table.update().where(table.c.id == bindparam("b_id")).values({k: bindparam(k) for k in (*keys, "updated_at")})
-            session.execute(stmt, params)
-    if consents:
-        if postgres:
-            _copy(session, "employee_consents", _CONSENT_COPY_COLUMNS, ([c[k] if k != "kind" and k != "source" else c[k].value for k in _CONSENT_COPY_COLUMNS] for c in consents))
-        else:
-            session.execute(insert(Consent), consents)
-    if audits:
-        if postgres:
-            _copy(session, "audit_events", _AUDIT_COPY_COLUMNS, ([json.dumps(a[k]) if k == "details" else a[k] for k in _AUDIT_COPY_COLUMNS] for a in audits))
-        else:
-            session.execute(insert(AuditEvent), audits)
+    def run(statement: str) -> None:
+        sql.connection.execute(text(statement).bindparams(now) if ":now" in statement else text(statement), params)
 
-
-_EMPLOYEE_COPY_COLUMNS = ("org_id", "external_id", "email", "first_name", "last_name", "department", "team", "manager_external_id", "manager_id",
-                          "timezone", "locale", "status", "digest_consent", "digest_topics", "created_at", "updated_at")
-_CONSENT_COPY_COLUMNS = ("org_id", "employee_id", "kind", "granted", "source", "actor_user_id", "at")
-_NULLABLE = frozenset({"manager_external_id", "manager_id", "actor_user_id", "target_id"})
-_AUDIT_COPY_COLUMNS = ("org_id", "at", "actor_user_id", "actor_label", "action", "target_type", "target_id", "details")
-
-
-def _in(column, values: list, postgres: bool):  # noqa: ANN001
-    """``column IN values``; on PostgreSQL ``IN (SELECT unnest(array))``: one parameter instead of
-    thousands, and a semi-join the planner can hash or drive through the index (``= ANY($1)``
-    compares each row with every element when it chooses a sequential scan)."""
-    if postgres:
-        return column.in_(select(func.unnest(bindparam(None, values, type_=ARRAY(String)))))
-    return column.in_(values)
-
-
-def _copy(session: Session, table: str, columns: tuple[str, ...], rows) -> None:  # noqa: ANN001
-    """COPY rows into a table inside the session's transaction (PostgreSQL only). Rows carry
-    their org_id explicitly: bulk paths bypass the ORM's stamping."""
-    # CSV text built by the csv module (C speed): strings quoted, numbers and booleans
-    # bare; None is written as "" and read back as NULL in the nullable columns (which
-    # never hold an empty string: blank cells become NULL there).
-    buffer = io.StringIO()
-    csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n").writerows(
-        [v.isoformat() if isinstance(v, datetime) else v for v in row] for row in rows
-    )
-    nullable = [c for c in columns if c in _NULLABLE]
-    force_null = f", FORCE_NULL ({', '.join(nullable)})" if nullable else ""
-    cursor = session.connection().connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv{force_null})") as copy:
-        copy.write(buffer.getvalue().encode("utf-8"))
-
-
-def _sync_manager_ids(session: Session) -> None:
-    """manager_id follows manager_external_id: two set-based statements once all rows exist."""
-    manager = aliased(Employee)
-    session.execute(
-        update(Employee)
-        .where(manager.org_id == Employee.org_id, manager.external_id == Employee.manager_external_id)
-        .where(Employee.manager_id.is_distinct_from(manager.id))
-        .values(manager_id=manager.id)
-        .execution_options(synchronize_session=False)
-    )
-    still_linked = select(manager.id).where(manager.id == Employee.manager_id, manager.external_id == Employee.manager_external_id)
-    session.execute(
-        update(Employee)
-        .where(Employee.manager_id.is_not(None), ~still_linked.exists())
-        .values(manager_id=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _mark_missing(session: Session, graph: _Graph, report: ImportReport, actor, org_id, write: bool) -> None:  # noqa: ANN001
-    active = select(Employee.id, Employee.external_id).where(Employee.status == EmployeeStatus.ACTIVE).execution_options(yield_per=5000)
-    missing = [emp_id for emp_id, ext in session.execute(active) if _h(ext) not in graph.ext_index]
-    report.marked_left = len(missing)
-    if not write or not missing:
-        return
-    now = utcnow()
-    for start in range(0, len(missing), BATCH_SIZE):
-        ids = missing[start:start + BATCH_SIZE]
-        session.execute(
-            update(Employee).where(Employee.id.in_(ids)).values(status=EmployeeStatus.LEFT, left_at=now, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(insert(AuditEvent), [_audit_row(actor, org_id, "employee.left", i, {"fields": ["status"], "via": "import"}, now) for i in ids])
+    # New employees. On PostgreSQL their ids were drawn from the sequence above, so a link
+    # to a manager created by the same file is set here, in the same write; on SQLite the
+    # INSERT assigns the ids and such links are filled in by the UPDATE after it.
+    lookup = "(SELECT x.id FROM employees x WHERE x.org_id = :org AND x.external_id = {})"
+    if created:
+        run(f"""INSERT INTO employees (id, org_id, external_id, email, first_name, last_name, department, team, manager_external_id,
+                                       manager_id, timezone, locale, status, digest_consent, digest_topics, created_at, updated_at)
+                SELECT a.id, :org, a.ext, a.email, a.first_name, a.last_name, a.department, a.team, a.mgr,
+                       CASE WHEN a.mgr IS NULL THEN NULL ELSE coalesce(m.id, {lookup.format('a.mgr')}) END,
+                       a.tz, a.locale, 'active', coalesce(a.opt_in, TRUE), {sql.json("'[]'")}, :now, :now
+                FROM import_apply a LEFT JOIN import_apply m ON m.ext = a.mgr
+                WHERE a.emp_id IS NULL""")
+        run("""UPDATE employees SET manager_id = (SELECT x.id FROM employees x WHERE x.org_id = employees.org_id
+                                                  AND x.external_id = employees.manager_external_id)
+               WHERE org_id = :org AND manager_id IS NULL AND manager_external_id IS NOT NULL""")
+    if updated:
+        extra = (", locale = a.locale" if has_locale else "") + (", status = 'active', left_at = NULL" if options.mark_missing_as_left else "")
+        run(f"""UPDATE employees SET email = a.email, first_name = a.first_name, last_name = a.last_name, department = a.department,
+                       team = a.team, timezone = a.tz, manager_external_id = a.mgr,
+                       manager_id = CASE WHEN a.mgr IS NULL THEN NULL ELSE {lookup.format('a.mgr')} END,
+                       digest_consent = coalesce(a.opt_in, employees.digest_consent), updated_at = :now{extra}
+                FROM import_apply a WHERE employees.id = a.emp_id AND a.fields <> ''""")
+    target = f"coalesce(a.id, {lookup.format('a.ext')})"
+    if created or updated:
+        run(f"""INSERT INTO employee_consents (org_id, employee_id, kind, granted, source, actor_user_id, at)
+                SELECT :org, {target}, 'digest_emails', a.opt_in, 'import', :actor, :now FROM import_apply a
+                WHERE a.opt_in IS NOT NULL AND (a.emp_id IS NULL OR a.fields LIKE '%"digest_consent"%')""")
+        # One audit event per created or changed employee: ids and field names, never values.
+        details = sql.json("""CASE WHEN a.emp_id IS NULL THEN '{"via": "import"}'
+                                   ELSE '{"fields": [' || substr(a.fields, 2) || '], "via": "import"}' END""")
+        run(f"""INSERT INTO audit_events (org_id, at, actor_user_id, actor_label, action, target_type, target_id, details)
+                SELECT :org, :now, :actor, :actor_label, CASE WHEN a.emp_id IS NULL THEN 'employee.created' ELSE 'employee.updated' END,
+                       'employee', {target}, {details}
+                FROM import_apply a WHERE a.emp_id IS NULL OR a.fields <> ''""")
+    if report.marked_left:
+        details = sql.json("""'{"fields": ["status"], "via": "import"}'""")
+        run(f"""INSERT INTO audit_events (org_id, at, actor_user_id, actor_label, action, target_type, target_id, details)
+                SELECT :org, :now, :actor, :actor_label, 'employee.left', 'employee', e.id, {details}
+                FROM employees e WHERE {missing}""")
+        run(f"UPDATE employees SET status = 'left', left_at = :now, updated_at = :now WHERE id IN (SELECT e.id FROM employees e WHERE {missing})")

@@ -81,6 +81,9 @@ class Employee(TenantOwned, Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # No index of its own: the unique (org_id, email) and (org_id, external_id) and the
+    # (org_id, status) indexes all lead with it (migration 0007_import).
+    org_id: Mapped[int] = mapped_column(Integer, ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False)
     external_id: Mapped[str] = mapped_column(String(64))
     # Stored lower-case, so uniqueness is case-insensitive on every backend.
     email: Mapped[str] = mapped_column(String(254))
