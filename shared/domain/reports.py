@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import utcnow
@@ -118,8 +118,7 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         WHERE e.org_id = :org
         GROUP BY e.org_id, e.iso_week, t.week_no, e.pseudonym, e.department, e.team, e.manager
     """), {"org": org_id, **params})
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("ANALYZE report_person_weeks"))
+    _analyze(session, "report_person_weeks")
 
 
 def _headcounts(session: Session, org_id: int, weeks: Sequence[str]) -> None:
@@ -167,17 +166,36 @@ def _headcounts(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         for i, week in enumerate(weeks):
             running += steps[i]
             if running:
-                out.append({"org_id": org_id, "iso_week": week, "group_kind": kind, "group_key": key, "headcount": running})
-    if out:
-        session.execute(insert(HC), out)
+                out.append((org_id, week, kind, key, running))
+    _bulk_insert(session, HC.name, ("org_id", "iso_week", "group_kind", "group_key", "headcount"), out)
 
 
-# One row per (period end, person, group attributes) with what the person did in the period:
-# the window's weekly summaries folded together (flags for "did it at all", sums otherwise).
+def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    """Insert many rows: COPY on PostgreSQL (in the session's transaction), executemany elsewhere."""
+    if not rows:
+        return
+    if _is_postgresql(session):
+        with session.connection().connection.driver_connection.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    names = ", ".join(f":{c}" for c in columns)
+    session.execute(text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({names})"), [dict(zip(columns, r)) for r in rows])
+
+
+# Working tables of one window's build (temporary, per connection): one row per (period end,
+# person, group attributes) with what the person did in the period - the window's weekly
+# summaries folded together, flags for "did it at all", sums otherwise; ``changed`` marks
+# people with more than one row (they moved team or manager within the period) -, the
+# period's reporting-line tree (each line's latest recorded parent) and its closure (line ->
+# itself and every line above it).
 WINDOW_PEOPLE = "report_window_people"
+WINDOW_TREE = "report_window_tree"
+WINDOW_CLOSURE = "report_window_closure"
 FLAGS = ("delivered", "clicked", "reads", "pulse_answers", "enrolments", "completions")
 SUMS = ("pulse_sum", "attendances")
-CELL_MEASURES = {  # report_cells column -> how it comes out of per-person rows
+CELL_MEASURES = {  # report_cells column -> how it comes out of rows with one person each
     "participants": "COUNT(*)", "delivered": "SUM(delivered)", "clicked": "SUM(clicked)",
     "respondents": "SUM(pulse_answers)", "pulse_sum": "SUM(pulse_sum)", "pulse_answers": "SUM(answers)",
     "readers": "SUM(reads)", "enrolments": "SUM(enrolments)", "attendances": "SUM(attendances)",
@@ -186,30 +204,75 @@ CELL_MEASURES = {  # report_cells column -> how it comes out of per-person rows
 
 
 def _fold(prefix: str = "") -> str:
-    """Per-person aggregates of per-person rows: any flag set, sums added."""
+    """One person's rows folded into one: any flag set, sums added."""
     return ", ".join([*(f"MAX({prefix}{f}) AS {f}" for f in FLAGS), *(f"SUM({prefix}{s}) AS {s}" for s in SUMS),
                       f"SUM({prefix}answers) AS answers"])
 
 
-def _fill_window_people(session: Session, org_id: int, window: int, ends: Sequence[str]) -> None:
-    session.execute(text(f"DROP TABLE IF EXISTS {WINDOW_PEOPLE}"))
-    session.execute(text(f"""
-        CREATE TEMPORARY TABLE {WINDOW_PEOPLE} (
-            end_week VARCHAR(8), pseudonym VARCHAR(64), department VARCHAR(100), team VARCHAR(100), manager VARCHAR(64),
-            {', '.join(f'{c} INTEGER' for c in (*FLAGS, *SUMS, 'answers'))})
-    """))
-    table, params = _week_rows(ends)
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _temporary_table(session: Session, name: str, columns: str) -> None:
+    session.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    session.execute(text(f"CREATE TEMPORARY TABLE {name} ({columns})"))
+
+
+def _analyze(session: Session, *tables: str) -> None:
+    """Fresh planner statistics (PostgreSQL): without them it takes new rows for none and
+    picks nested loops over them."""
+    if _is_postgresql(session):
+        for table in tables:
+            session.execute(text(f"ANALYZE {table}"))
+
+
+def _fill_window(session: Session, org_id: int, window: int, ends: Sequence[str]) -> None:
+    weeks, params = _week_rows(ends)
+    params = {"org": org_id, "span": window - 1, **params}
+    _temporary_table(session, WINDOW_PEOPLE, "end_week VARCHAR(8), pseudonym VARCHAR(64), department VARCHAR(100), "
+                     "team VARCHAR(100), manager VARCHAR(64), " + ", ".join(f"{c} INTEGER" for c in (*FLAGS, *SUMS, "answers"))
+                     + ", changed INTEGER")
     flags = ", ".join(f"MAX(CASE WHEN s.{f} > 0 THEN 1 ELSE 0 END)" for f in FLAGS)
     session.execute(text(f"""
         INSERT INTO {WINDOW_PEOPLE}
         SELECT t.iso_week, s.pseudonym, s.department, s.team, s.manager, {flags},
-               SUM(s.pulse_sum), SUM(s.attendances), SUM(s.pulse_answers)
-        FROM report_person_weeks s JOIN {table} t ON s.week_no BETWEEN t.week_no - :span AND t.week_no
+               SUM(s.pulse_sum), SUM(s.attendances), SUM(s.pulse_answers), 0
+        FROM report_person_weeks s JOIN {weeks} t ON s.week_no BETWEEN t.week_no - :span AND t.week_no
         WHERE s.org_id = :org
         GROUP BY t.iso_week, s.pseudonym, s.department, s.team, s.manager
-    """), {"org": org_id, "span": window - 1, **params})
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"ANALYZE {WINDOW_PEOPLE}"))
+    """), params)
+    session.execute(text(f"""
+        UPDATE {WINDOW_PEOPLE} SET changed = 1 WHERE (end_week, pseudonym) IN (
+            SELECT end_week, pseudonym FROM {WINDOW_PEOPLE} GROUP BY end_week, pseudonym HAVING COUNT(*) > 1)
+    """))
+    # the tree from each line's spans of weeks under one parent (a few rows per line)
+    _temporary_table(session, WINDOW_TREE, "end_week VARCHAR(8), line VARCHAR(64), parent_line VARCHAR(64)")
+    session.execute(text(f"""
+        INSERT INTO {WINDOW_TREE}
+        SELECT end_week, line, parent_line FROM (
+            SELECT t.iso_week AS end_week, s.line, s.parent_line,
+                   ROW_NUMBER() OVER (PARTITION BY t.iso_week, s.line
+                                      ORDER BY CASE WHEN s.last_week < t.week_no THEN s.last_week ELSE t.week_no END DESC) AS latest
+            FROM (SELECT line, parent_line, MIN(week_no) AS first_week, MAX(week_no) AS last_week FROM activity_lines
+                  WHERE org_id = :org GROUP BY line, parent_line) s
+            JOIN {weeks} t ON s.first_week <= t.week_no AND s.last_week >= t.week_no - :span
+        ) ranked WHERE latest = 1
+    """), params)
+    session.execute(text(f"CREATE INDEX ix_{WINDOW_TREE} ON {WINDOW_TREE} (end_week, line)"))
+    _analyze(session, WINDOW_PEOPLE, WINDOW_TREE)
+    _temporary_table(session, WINDOW_CLOSURE, "end_week VARCHAR(8), line VARCHAR(64), ancestor VARCHAR(64)")
+    session.execute(text(f"""
+        WITH RECURSIVE closure (end_week, line, ancestor, depth) AS (
+            SELECT end_week, line, line, 0 FROM {WINDOW_TREE}
+            UNION ALL
+            SELECT c.end_week, c.line, t.parent_line, c.depth + 1
+            FROM closure c JOIN {WINDOW_TREE} t ON t.end_week = c.end_week AND t.line = c.ancestor
+            WHERE t.parent_line IS NOT NULL AND c.depth < :max_depth
+        )
+        INSERT INTO {WINDOW_CLOSURE} SELECT end_week, line, ancestor FROM closure
+    """), {"max_depth": activity.MAX_CHAIN})
+    session.execute(text(f"CREATE INDEX ix_{WINDOW_CLOSURE} ON {WINDOW_CLOSURE} (end_week, line)"))
+    _analyze(session, WINDOW_CLOSURE)
 
 
 CELL_INSERT = """
@@ -225,78 +288,71 @@ CELL_INSERT = """
 TREE_GROUPS = {
     "org": ((), "''", "NULL", ""),
     "department": (("department",), "department", "''", ""),
-    "team": (("department", "team"), "department || '/' || team", "department", "WHERE team <> ''"),
+    "team": (("department", "team"), "department || '/' || team", "department", "AND team <> ''"),
 }
 
-LINE_CTES = """
-WITH RECURSIVE ranked AS (
-    SELECT t.iso_week AS end_week, l.line, l.parent_line,
-           ROW_NUMBER() OVER (PARTITION BY t.iso_week, l.line ORDER BY l.week_no DESC) AS rn
-    FROM activity_lines l JOIN {weeks} t ON l.week_no BETWEEN t.week_no - :span AND t.week_no
-    WHERE l.org_id = :org
-), tree AS (
-    SELECT end_week, line, parent_line FROM ranked WHERE rn = 1
-), closure (end_week, line, ancestor, depth) AS (
-    SELECT end_week, line, line, 0 FROM tree
-    UNION ALL
-    SELECT c.end_week, c.line, t.parent_line, c.depth + 1
-    FROM closure c JOIN tree t ON t.end_week = c.end_week AND t.line = c.ancestor
-    WHERE t.parent_line IS NOT NULL AND c.depth < :max_depth
-), person AS (
-    SELECT end_week, pseudonym, manager, {fold} FROM {people} WHERE manager <> '' GROUP BY end_week, pseudonym, manager
-), movers AS (
-    SELECT end_week, pseudonym FROM person GROUP BY end_week, pseudonym HAVING COUNT(*) > 1
-), steady AS (
-    SELECT p.end_week, p.manager, {measures} FROM person p
-    WHERE NOT EXISTS (SELECT 1 FROM movers m WHERE m.end_week = p.end_week AND m.pseudonym = p.pseudonym)
-    GROUP BY p.end_week, p.manager
+# A manager's line adds up the lines below it (closure join on per-manager sums); people who
+# changed manager or team within the period are folded once per line they fall in.
+LINE_CTES = f"""
+WITH steady AS (
+    SELECT end_week, manager, {{measures}} FROM {WINDOW_PEOPLE} WHERE changed = 0 AND manager <> ''
+    GROUP BY end_week, manager
 ), moved AS (
-    SELECT end_week, ancestor, {measures} FROM (
-        SELECT p.end_week, c.ancestor, p.pseudonym, {fold_p}
-        FROM person p JOIN movers m ON m.end_week = p.end_week AND m.pseudonym = p.pseudonym
-        JOIN closure c ON c.end_week = p.end_week AND c.line = p.manager
+    SELECT end_week, ancestor, {{measures}} FROM (
+        SELECT p.end_week, c.ancestor, p.pseudonym, {{fold_p}}
+        FROM {WINDOW_PEOPLE} p JOIN {WINDOW_CLOSURE} c ON c.end_week = p.end_week AND c.line = p.manager
+        WHERE p.changed = 1
         GROUP BY p.end_week, c.ancestor, p.pseudonym
     ) x GROUP BY end_week, ancestor
 ), rolled AS (
-    SELECT c.end_week, c.ancestor, {rolled} FROM steady s JOIN closure c ON c.end_week = s.end_week AND c.line = s.manager
+    SELECT c.end_week, c.ancestor, {{rolled}}
+    FROM steady s JOIN {WINDOW_CLOSURE} c ON c.end_week = s.end_week AND c.line = s.manager
     GROUP BY c.end_week, c.ancestor
     UNION ALL
     SELECT * FROM moved
 )
 """
-LINE_GROUPS = """
-SELECT r.end_week, r.ancestor AS group_key, MAX(tr.parent_line) AS parent_key, {rolled}
-FROM rolled r LEFT JOIN tree tr ON tr.end_week = r.end_week AND tr.line = r.ancestor
+LINE_GROUPS = f"""
+SELECT r.end_week, r.ancestor AS group_key, MAX(tr.parent_line) AS parent_key, {{rolled}}
+FROM rolled r LEFT JOIN {WINDOW_TREE} tr ON tr.end_week = r.end_week AND tr.line = r.ancestor
 GROUP BY r.end_week, r.ancestor
+"""
+TREE_GROUP = f"""
+SELECT end_week, {{key}} AS group_key, {{parent}} AS parent_key, {{rolled}} FROM (
+    SELECT end_week{{by}}, {{measures}} FROM {WINDOW_PEOPLE} WHERE changed = 0 {{where}} GROUP BY end_week{{by}}
+    UNION ALL
+    SELECT end_week{{by}}, {{measures}} FROM (
+        SELECT end_week, pseudonym{{by}}, {{fold}} FROM {WINDOW_PEOPLE} WHERE changed = 1 {{where}}
+        GROUP BY end_week, pseudonym{{by}}
+    ) p GROUP BY end_week{{by}}
+) u GROUP BY end_week{{by}}
 """
 
 
 def _insert_cells(session: Session, org_id: int, window: int, ends: Sequence[str], now: datetime) -> int:
     """Every cell of ``window`` ending with each week of ``ends``, from the weekly summaries.
-    People are folded per group first (someone who moved team within the window counts once
-    in the department); a manager's line adds up the lines below it, except for people who
-    had two managers within the window, who are counted once per line through the closure."""
-    _fill_window_people(session, org_id, window, ends)
+    Rows of people who changed group within the period are folded per group first, so each
+    person counts once in every group they belonged to."""
+    _fill_window(session, org_id, window, ends)
     measures = ", ".join(CELL_MEASURES)
     per_group = ", ".join(f"{expr} AS {name}" for name, expr in CELL_MEASURES.items())
+    rolled = ", ".join(f"SUM({name}) AS {name}" for name in CELL_MEASURES)
     params = {"org": org_id, "window": window, "now": now}
     cells = 0
     for kind, (columns, key, parent, where) in TREE_GROUPS.items():
-        by = "".join(f", {c}" for c in columns)
-        groups = (f"SELECT end_week, {key} AS group_key, {parent} AS parent_key, {per_group} "
-                  f"FROM (SELECT end_week, pseudonym{by}, {_fold()} FROM {WINDOW_PEOPLE} {where} GROUP BY end_week, pseudonym{by}) p "
-                  f"GROUP BY end_week{by}")
+        groups = TREE_GROUP.format(key=key, parent=parent, rolled=rolled, by="".join(f", {c}" for c in columns),
+                                   measures=per_group, where=where, fold=_fold())
         cells += session.execute(text(CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": kind}).rowcount
-    weeks, week_params = _week_rows(ends)
-    rolled = ", ".join(f"SUM({name}) AS {name}" for name in CELL_MEASURES)
-    ctes = LINE_CTES.format(weeks=weeks, people=WINDOW_PEOPLE, fold=_fold(), fold_p=_fold("p."), measures=per_group,
-                            rolled=rolled)
+    ctes = LINE_CTES.format(fold_p=_fold("p."), measures=per_group, rolled=rolled)
     # the CTEs go first: "WITH ... INSERT ... SELECT" is the form both dialects accept
     statement = ctes + CELL_INSERT.format(measures=measures, groups=LINE_GROUPS.format(rolled=rolled))
-    cells += session.execute(text(statement), {**params, **week_params, "kind": "line", "span": window - 1,
-                                               "max_depth": activity.MAX_CHAIN}).rowcount
-    session.execute(text(f"DROP TABLE {WINDOW_PEOPLE}"))
+    cells += session.execute(text(statement), {**params, "kind": "line"}).rowcount
+    for table in (WINDOW_PEOPLE, WINDOW_TREE, WINDOW_CLOSURE):
+        session.execute(text(f"DROP TABLE {table}"))
     return cells
+
+
+BUILD_WORK_MEM = "256MB"
 
 
 @dataclass
@@ -316,6 +372,9 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
         return BuildResult([], 0, 0)
     latest = max(session.scalar(select(func.max(ActivityEvent.iso_week))) or target[-1],
                  session.scalar(select(func.max(ReportPersonWeek.iso_week))) or target[-1], target[-1])
+    if _is_postgresql(session):
+        # the build's sorts and hashes span the whole organisation: let them stay in memory
+        session.execute(text(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'"))
     _summarise(session, org_id, target)
     ends_by_window: dict[int, set[str]] = defaultdict(set)
     for week in target:
