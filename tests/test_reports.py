@@ -509,3 +509,59 @@ def test_cli_reports_build(db, tenant, settings, monkeypatch):
     assert bad.exit_code == 2
     missing = CliRunner().invoke(main, ["reports", "build", "--org", "99999"])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_key_rotation_re_pseudonymises_current_employees_and_unlinks_former_ones(client, db, tenant, settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    boss, lead, people = build_org(db, tenant, sizes={"Blue": 6, "Green": 5})
+    everyone = [boss, lead, *people["Blue"], *people["Green"]]
+    prev = shift_week(WEEK, -1)
+    record(db, tenant, everyone, week=prev)
+    record(db, tenant, everyone, week=WEEK)
+    build(db, tenant)
+    assert client.get(f"/api/v1/reports?period={prev}&measure=pulse&group=team:Sales/Blue", headers=tenant.headers).status_code == 200
+    former = people["Green"][0]
+    with db.session(tenant.org_id) as s:
+        old = {e: activity.pseudonym(s, e) for e in everyone}
+        s.execute(text("UPDATE employees SET manager_id = NULL WHERE manager_id = :f"), {"f": former})
+        s.delete(s.get(Employee, former))  # gone from the records without the erasure hook (e.g. an old import)
+        before = {(c.window, c.iso_week, c.group_kind, c.participants, c.respondents) for c in s.scalars(select(ReportCell))}
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("WELLBEING_ENV", "testing")
+    monkeypatch.setenv("SECRET_KEY", settings.secret_key)
+    result = CliRunner().invoke(main, ["reports", "rotate-key", "--org", str(tenant.org_id)])
+    assert result.exit_code == 0, result.output
+    assert "version 2" in result.output
+    with db.session(tenant.org_id) as s:
+        new = {e: activity.pseudonym(s, e) for e in everyone if e != former}
+        stored = set(s.scalars(select(ActivityEvent.pseudonym)))
+        # current employees carry their new pseudonym everywhere; no old one of theirs is left
+        assert set(new.values()) <= stored and not {old[e] for e in new} & stored
+        assert set(s.scalars(select(ActivityEvent.manager).distinct())) <= set(new.values()) | {""}
+        lines = set(s.scalars(select(ReportCell.group_key).where(ReportCell.group_kind == "line")))
+        assert lines == {new[boss], new[lead]}
+        # the former employee's events are still counted, under a pseudonym nobody can recompute
+        assert old[former] in stored and old[former] not in new.values()
+        assert s.scalar(select(func.count()).select_from(ReportPersonWeek).where(ReportPersonWeek.pseudonym == old[former])) == 2
+    # a rebuild from the re-pseudonymised events gives the same cells: each person's weeks still join up
+    build(db, tenant, [prev, WEEK])
+    with db.session(tenant.org_id) as s:
+        after = {(c.window, c.iso_week, c.group_kind, c.participants, c.respondents) for c in s.scalars(select(ReportCell))}
+        assert after == before
+        four_weeks = s.scalar(select(ReportCell).where(ReportCell.window == 4, ReportCell.iso_week == WEEK, ReportCell.group_kind == "org"))
+        assert four_weeks.participants == len(everyone)
+    # the release log follows the people: last week's Blue set is recognised, the one-person change is refused
+    record(db, tenant, [add_blue(db, tenant, boss)], week=WEEK)
+    build(db, tenant)
+    cells = _cells(client.get(f"/api/v1/reports?period={WEEK}&measure=pulse&group=team:Sales/Blue", headers=tenant.headers))
+    assert cells[("team:Sales/Blue", None)]["reason"] == "would reveal a small difference from an earlier report"
+    missing = CliRunner().invoke(main, ["reports", "rotate-key", "--org", "99999"])
+    assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def add_blue(db, tenant, boss_id):  # noqa: ANN001
+    with db.session(tenant.org_id) as s:
+        return add_employee(s, team="Blue", manager=s.get(Employee, boss_id)).id

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,9 @@ from shared.models import (
     ActivityEvent,
     ActivityLine,
     AnalyticsKey,
+    Article,
+    DigestItem,
+    DigestSend,
     Employee,
     ReleaseLog,
     ReportDirtyWeek,
@@ -180,6 +184,50 @@ def record_event(session: Session, employee: Employee, kind: str, *, occurred_at
                          score=score, article_id=article_id, program_id=program_id, topic=topic)
     mark_dirty(session, [week])
     return True
+
+
+def _derived_event_id(session: Session, employee: Employee, *parts: object) -> str:
+    """An event id for something that counts once (a digest clicked, an article read), derived
+    from the person's pseudonym and the thing, so nothing in it links back to the product's
+    own records (send or employee ids)."""
+    digest = hashlib.sha256("|".join([pseudonym(session, employee.id), *map(str, parts)]).encode()).hexdigest()
+    return f"{parts[0]}-{digest[:48]}"
+
+
+def _record_once(session: Session, employee: Employee, kind: str, event_id: str, **fields) -> bool:  # noqa: ANN003
+    """record_event, where a concurrent duplicate (two reloads at once) is a no-op, not an error."""
+    try:
+        with session.begin_nested():
+            return record_event(session, employee, kind, event_id=event_id, **fields)
+    except IntegrityError:
+        return False
+
+
+def record_digest_click(session: Session, employee: Employee, iso_week: str) -> bool:
+    """A link in the employee's digest of ``iso_week`` was followed: one "digest clicked" per
+    digest, however many of its links are followed or reloaded (only with analytics consent)."""
+    return _record_once(session, employee, "digest_clicked", _derived_event_id(session, employee, "digest", iso_week))
+
+
+def record_article_read(session: Session, employee_id: int, article_id: int) -> bool:
+    """The employee opened an article from their digest: "article read" once per article, with
+    the article's topic, and "digest clicked" for the digest that carried it (only with
+    analytics consent; nothing for an employee who is gone)."""
+    employee = session.get(Employee, employee_id)
+    if employee is None or not employee.analytics_consent:
+        return False
+    article = session.get(Article, article_id)
+    topic = min((t.name for t in article.topics), default=None) if article is not None else None
+    recorded = _record_once(session, employee, "article_read", _derived_event_id(session, employee, "article", article_id),
+                            article_id=article_id, topic=topic)
+    week = session.scalar(
+        select(DigestSend.iso_week).join(DigestItem, DigestItem.send_id == DigestSend.id)
+        .where(DigestItem.employee_id == employee.id, DigestItem.article_id == article_id)
+        .order_by(DigestSend.iso_week.desc()).limit(1)
+    )
+    if week is not None:
+        record_digest_click(session, employee, week)
+    return recorded
 
 
 @dataclass
