@@ -490,32 +490,35 @@ def test_product_events_are_synced_once_and_only_with_consent(db, tenant):
         assert s.scalar(select(ActivityEvent.score).where(ActivityEvent.kind == "pulse_answered")) == 2
 
 
-def test_cli_reports_build(db, tenant, settings, monkeypatch):
+def _cli(settings, monkeypatch):  # noqa: ANN001, ANN202
+    """Run ``wellbeing reports ...`` against the test database."""
     from click.testing import CliRunner
 
     from services.cli import main
 
-    _, _, people = build_org(db, tenant)
-    record(db, tenant, people["Blue"])
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     monkeypatch.setenv("WELLBEING_ENV", "testing")
     monkeypatch.setenv("SECRET_KEY", settings.secret_key)
-    result = CliRunner().invoke(main, ["reports", "build", "--org", str(tenant.org_id)])
+    return lambda *args: CliRunner().invoke(main, ["reports", *args])
+
+
+def test_cli_reports_build(db, tenant, settings, monkeypatch):
+    cli = _cli(settings, monkeypatch)
+    _, _, people = build_org(db, tenant)
+    record(db, tenant, people["Blue"])
+    result = cli("build", "--org", str(tenant.org_id))
     assert result.exit_code == 0, result.output
     assert "1 weeks, 3 periods" in result.output
     with db.session(tenant.org_id) as s:
         assert s.scalar(select(func.count()).select_from(ReportCell).where(ReportCell.iso_week == WEEK)) > 0
-    bad = CliRunner().invoke(main, ["reports", "build", "--org", str(tenant.org_id), "--week", "2026-48"])
+    bad = cli("build", "--org", str(tenant.org_id), "--week", "2026-48")
     assert bad.exit_code == 2
-    missing = CliRunner().invoke(main, ["reports", "build", "--org", "99999"])
+    missing = cli("build", "--org", "99999")
     assert missing.exit_code == 1 and "not found" in missing.output
 
 
 def test_key_rotation_re_pseudonymises_current_employees_and_unlinks_former_ones(client, db, tenant, settings, monkeypatch):
-    from click.testing import CliRunner
-
-    from services.cli import main
-
+    cli = _cli(settings, monkeypatch)
     boss, lead, people = build_org(db, tenant, sizes={"Blue": 6, "Green": 5})
     everyone = [boss, lead, *people["Blue"], *people["Green"]]
     prev = shift_week(WEEK, -1)
@@ -529,10 +532,7 @@ def test_key_rotation_re_pseudonymises_current_employees_and_unlinks_former_ones
         s.execute(text("UPDATE employees SET manager_id = NULL WHERE manager_id = :f"), {"f": former})
         s.delete(s.get(Employee, former))  # gone from the records without the erasure hook (e.g. an old import)
         before = {(c.window, c.iso_week, c.group_kind, c.participants, c.respondents) for c in s.scalars(select(ReportCell))}
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("WELLBEING_ENV", "testing")
-    monkeypatch.setenv("SECRET_KEY", settings.secret_key)
-    result = CliRunner().invoke(main, ["reports", "rotate-key", "--org", str(tenant.org_id)])
+    result = cli("rotate-key", "--org", str(tenant.org_id))
     assert result.exit_code == 0, result.output
     assert "version 2" in result.output
     with db.session(tenant.org_id) as s:
@@ -558,7 +558,7 @@ def test_key_rotation_re_pseudonymises_current_employees_and_unlinks_former_ones
     build(db, tenant)
     cells = _cells(client.get(f"/api/v1/reports?period={WEEK}&measure=pulse&group=team:Sales/Blue", headers=tenant.headers))
     assert cells[("team:Sales/Blue", None)]["reason"] == "would reveal a small difference from an earlier report"
-    missing = CliRunner().invoke(main, ["reports", "rotate-key", "--org", "99999"])
+    missing = cli("rotate-key", "--org", "99999")
     assert missing.exit_code == 1 and "not found" in missing.output
 
 
