@@ -65,10 +65,6 @@ EMP = Employee.__table__
 # The statements run on tables outside the ORM tenant guard (which cannot scope an
 # INSERT ... SELECT), so each one names its organisation explicitly.
 
-def _weeks(window: int, end_week: str) -> list[str]:
-    return [shift_week(end_week, -i) for i in range(window)]
-
-
 def _week_rows(weeks: Sequence[str]) -> tuple[str, dict]:
     """A derived table of (iso_week, week_no) rows, written so both dialects accept it."""
     parts, params = [], {}
