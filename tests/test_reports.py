@@ -565,3 +565,30 @@ def test_key_rotation_re_pseudonymises_current_employees_and_unlinks_former_ones
 def add_blue(db, tenant, boss_id):  # noqa: ANN001
     with db.session(tenant.org_id) as s:
         return add_employee(s, team="Blue", manager=s.get(Employee, boss_id)).id
+
+
+def test_people_who_changed_team_and_manager_count_once_per_group(db, tenant):
+    boss, lead, people = build_org(db, tenant, sizes={"Blue": 6, "Green": 6})
+    mover = people["Blue"][0]
+    prev = shift_week(WEEK, -1)
+    record(db, tenant, people["Blue"] + people["Green"], week=prev)
+    with db.session(tenant.org_id) as s:  # moves from Blue (under the boss) to Green (under Lena)
+        e = s.get(Employee, mover)
+        e.team, e.manager_id = "Green", lead
+    record(db, tenant, [mover, *people["Green"]], week=WEEK)
+    build(db, tenant)
+    with db.session(tenant.org_id) as s:
+        cells = {(c.group_kind, c.group_key): (c.participants, c.respondents, c.pulse_answers)
+                 for c in s.scalars(select(ReportCell).where(ReportCell.window == 4, ReportCell.iso_week == WEEK))}
+        boss_line, lead_line = activity.pseudonym(s, boss), activity.pseudonym(s, lead)
+        sets = reports.member_sets(s, 4, WEEK, lambda name: name == "all")
+    # in each team they belonged to, once in the department, the organisation and the boss's line
+    assert cells[("team", "Sales/Blue")] == (6, 6, 6)
+    assert cells[("team", "Sales/Green")] == (7, 7, 13)
+    assert cells[("department", "Sales")] == (12, 12, 19)
+    assert cells[("org", "")] == (12, 12, 19)
+    assert cells[("line", boss_line)] == (12, 12, 19)
+    assert cells[("line", lead_line)] == (7, 7, 13)
+    # the member sets the anonymity engine sees agree with the counts
+    for (kind, key), (participants, _, _) in cells.items():
+        assert len(sets[(kind, key, "all")]) == participants, (kind, key)
