@@ -281,5 +281,23 @@ def reports_build(org_id: int, weeks: tuple[str, ...]) -> None:
     click.echo(f"{len(result.weeks)} weeks, {result.periods} periods, {result.cells} cells rebuilt")
 
 
+@reports.command("rotate-key")
+@click.option("--org", "org_id", required=True, type=int, help="Organisation id.")
+def reports_rotate_key(org_id: int) -> None:
+    """Replace the organisation's analytics (pseudonym) key: current employees' activity is
+    re-pseudonymised, the old key destroyed; former employees' events become unlinkable."""
+    from shared.domain import accounts, activity
+    from shared.errors import DomainError
+
+    database = _database(_settings())
+    try:
+        with database.session(org_id) as session:
+            accounts.get_organisation(session, org_id)
+            version = activity.rotate_key(session)
+    except DomainError as error:
+        raise click.ClickException(error.detail) from None
+    click.echo(f"analytics key of organisation {org_id} is now version {version}; the old key is destroyed")
+
+
 if __name__ == "__main__":
     main()

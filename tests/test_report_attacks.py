@@ -9,11 +9,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
-from shared.domain import activity
+from shared.domain import activity, reports
 from shared.domain.digest_schedule import shift_week
-from shared.models import ReportCell, ReportCellMember
 from tests.test_reports import WEEK, add_employee, build, record
 
 
@@ -40,10 +38,8 @@ class Attacker:
             kind, _, key = gid.partition(":")
             if kind == "line":
                 key = activity.pseudonym(session, int(key))
-        cell = session.scalar(select(ReportCell).where(ReportCell.window == window, ReportCell.iso_week == week,
-                                                       ReportCell.group_kind == kind, ReportCell.group_key == key))
-        return set(session.scalars(select(ReportCellMember.pseudonym).where(ReportCellMember.cell_id == cell.id,
-                                                                             ReportCellMember.member_set == "pulse")))
+        sets = reports.member_sets(session, window, week, lambda name: name == "pulse")
+        return sets[(kind, key, "pulse")]
 
     def can_isolate(self, employee_id: int) -> bool:
         with self.db.session(self.tenant.org_id) as s:

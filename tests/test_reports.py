@@ -22,8 +22,8 @@ from shared.models import (
     Employee,
     ReleaseLog,
     ReportCell,
-    ReportCellMember,
     ReportDirtyWeek,
+    ReportPersonWeek,
     Role,
 )
 
@@ -153,7 +153,7 @@ def test_erasure_removes_the_employees_events_and_memberships(client, db, tenant
         erase_employee(s, None, gone)
     with db.session(tenant.org_id) as s:
         assert s.scalar(select(func.count()).select_from(ActivityEvent).where(ActivityEvent.pseudonym == who)) == 0
-        assert s.scalar(select(func.count()).select_from(ReportCellMember).where(ReportCellMember.pseudonym == who)) == 0
+        assert s.scalar(select(func.count()).select_from(ReportPersonWeek).where(ReportPersonWeek.pseudonym == who)) == 0
         assert s.scalars(select(ReportDirtyWeek.iso_week)).all() == [WEEK]
     build(db, tenant)
     with db.session(tenant.org_id) as s:
@@ -174,7 +174,8 @@ def test_no_email_name_or_employee_id_in_analytics_tables(client, db, tenant, ma
         for e in s.scalars(select(Employee)):
             secrets |= {e.email, e.first_name, e.last_name, e.external_id}
         ids = {str(e) for e in everyone}
-    tables = ["activity_events", "activity_lines", "report_cells", "report_cell_members", "report_release_log", "report_dirty_weeks"]
+    tables = ["activity_events", "activity_lines", "report_cells", "report_person_weeks", "report_headcounts",
+              "report_release_log", "report_dirty_weeks"]
     with db.engine.connect() as c:
         for table in tables:
             rows = c.execute(text(f"SELECT * FROM {table}")).all()
@@ -247,11 +248,11 @@ def test_aggregation_equals_a_hand_written_group_by(db, tenant, other_tenant):
             ReportCell.group_kind == "line", ReportCell.window == 1, ReportCell.iso_week == WEEK))}
         # the boss's whole line: Lena + 7 Blue + 6 Green (14 people, 11 active); Lena's line: Green (6, 4 active)
         assert lines == {14: 11, 6: 4}
-        team = s.scalar(select(ReportCell).where(ReportCell.group_key == "Sales/Blue", ReportCell.window == 1, ReportCell.iso_week == WEEK))
-        members = s.execute(select(ReportCellMember.member_set, func.count()).where(ReportCellMember.cell_id == team.id)
-                            .group_by(ReportCellMember.member_set).order_by(ReportCellMember.member_set)).all()
-        assert [tuple(m) for m in members] == [("all", 7), ("pulse", 7), ("score:1", 2), ("score:2", 2), ("score:3", 1),
-                                                ("score:4", 1), ("score:5", 1)]
+        sets = reports.member_sets(s, 1, WEEK, lambda name: True)
+        members = sorted((name, len(who)) for (kind, key, name), who in sets.items() if (kind, key) == ("team", "Sales/Blue"))
+        assert members == [("all", 7), ("pulse", 7), ("score:1", 2), ("score:2", 2), ("score:3", 1), ("score:4", 1), ("score:5", 1)]
+        green = sorted((name, len(who)) for (kind, key, name), who in sets.items() if (kind, key) == ("team", "Sales/Green"))
+        assert green == [("all", 4), ("topic:sleep", 2), ("topic:stress", 2)]
 
 
 def test_incremental_build_recomputes_only_dirty_weeks(db, tenant):
@@ -489,22 +490,105 @@ def test_product_events_are_synced_once_and_only_with_consent(db, tenant):
         assert s.scalar(select(ActivityEvent.score).where(ActivityEvent.kind == "pulse_answered")) == 2
 
 
-def test_cli_reports_build(db, tenant, settings, monkeypatch):
+def _cli(settings, monkeypatch):  # noqa: ANN001, ANN202
+    """Run ``wellbeing reports ...`` against the test database."""
     from click.testing import CliRunner
 
     from services.cli import main
 
-    _, _, people = build_org(db, tenant)
-    record(db, tenant, people["Blue"])
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     monkeypatch.setenv("WELLBEING_ENV", "testing")
     monkeypatch.setenv("SECRET_KEY", settings.secret_key)
-    result = CliRunner().invoke(main, ["reports", "build", "--org", str(tenant.org_id)])
+    return lambda *args: CliRunner().invoke(main, ["reports", *args])
+
+
+def test_cli_reports_build(db, tenant, settings, monkeypatch):
+    cli = _cli(settings, monkeypatch)
+    _, _, people = build_org(db, tenant)
+    record(db, tenant, people["Blue"])
+    result = cli("build", "--org", str(tenant.org_id))
     assert result.exit_code == 0, result.output
     assert "1 weeks, 3 periods" in result.output
     with db.session(tenant.org_id) as s:
         assert s.scalar(select(func.count()).select_from(ReportCell).where(ReportCell.iso_week == WEEK)) > 0
-    bad = CliRunner().invoke(main, ["reports", "build", "--org", str(tenant.org_id), "--week", "2026-48"])
+    bad = cli("build", "--org", str(tenant.org_id), "--week", "2026-48")
     assert bad.exit_code == 2
-    missing = CliRunner().invoke(main, ["reports", "build", "--org", "99999"])
+    missing = cli("build", "--org", "99999")
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_key_rotation_re_pseudonymises_current_employees_and_unlinks_former_ones(client, db, tenant, settings, monkeypatch):
+    cli = _cli(settings, monkeypatch)
+    boss, lead, people = build_org(db, tenant, sizes={"Blue": 6, "Green": 5})
+    everyone = [boss, lead, *people["Blue"], *people["Green"]]
+    prev = shift_week(WEEK, -1)
+    record(db, tenant, everyone, week=prev)
+    record(db, tenant, everyone, week=WEEK)
+    build(db, tenant)
+    assert client.get(f"/api/v1/reports?period={prev}&measure=pulse&group=team:Sales/Blue", headers=tenant.headers).status_code == 200
+    former = people["Green"][0]
+    with db.session(tenant.org_id) as s:
+        old = {e: activity.pseudonym(s, e) for e in everyone}
+        s.execute(text("UPDATE employees SET manager_id = NULL WHERE manager_id = :f"), {"f": former})
+        s.delete(s.get(Employee, former))  # gone from the records without the erasure hook (e.g. an old import)
+        before = {(c.window, c.iso_week, c.group_kind, c.participants, c.respondents) for c in s.scalars(select(ReportCell))}
+    result = cli("rotate-key", "--org", str(tenant.org_id))
+    assert result.exit_code == 0, result.output
+    assert "version 2" in result.output
+    with db.session(tenant.org_id) as s:
+        new = {e: activity.pseudonym(s, e) for e in everyone if e != former}
+        stored = set(s.scalars(select(ActivityEvent.pseudonym)))
+        # current employees carry their new pseudonym everywhere; no old one of theirs is left
+        assert set(new.values()) <= stored and not {old[e] for e in new} & stored
+        assert set(s.scalars(select(ActivityEvent.manager).distinct())) <= set(new.values()) | {""}
+        lines = set(s.scalars(select(ReportCell.group_key).where(ReportCell.group_kind == "line")))
+        assert lines == {new[boss], new[lead]}
+        # the former employee's events are still counted, under a pseudonym nobody can recompute
+        assert old[former] in stored and old[former] not in new.values()
+        assert s.scalar(select(func.count()).select_from(ReportPersonWeek).where(ReportPersonWeek.pseudonym == old[former])) == 2
+    # a rebuild from the re-pseudonymised events gives the same cells: each person's weeks still join up
+    build(db, tenant, [prev, WEEK])
+    with db.session(tenant.org_id) as s:
+        after = {(c.window, c.iso_week, c.group_kind, c.participants, c.respondents) for c in s.scalars(select(ReportCell))}
+        assert after == before
+        four_weeks = s.scalar(select(ReportCell).where(ReportCell.window == 4, ReportCell.iso_week == WEEK, ReportCell.group_kind == "org"))
+        assert four_weeks.participants == len(everyone)
+    # the release log follows the people: last week's Blue set is recognised, the one-person change is refused
+    record(db, tenant, [add_blue(db, tenant, boss)], week=WEEK)
+    build(db, tenant)
+    cells = _cells(client.get(f"/api/v1/reports?period={WEEK}&measure=pulse&group=team:Sales/Blue", headers=tenant.headers))
+    assert cells[("team:Sales/Blue", None)]["reason"] == "would reveal a small difference from an earlier report"
+    missing = cli("rotate-key", "--org", "99999")
+    assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def add_blue(db, tenant, boss_id):  # noqa: ANN001
+    with db.session(tenant.org_id) as s:
+        return add_employee(s, team="Blue", manager=s.get(Employee, boss_id)).id
+
+
+def test_people_who_changed_team_and_manager_count_once_per_group(db, tenant):
+    boss, lead, people = build_org(db, tenant, sizes={"Blue": 6, "Green": 6})
+    mover = people["Blue"][0]
+    prev = shift_week(WEEK, -1)
+    record(db, tenant, people["Blue"] + people["Green"], week=prev)
+    with db.session(tenant.org_id) as s:  # moves from Blue (under the boss) to Green (under Lena)
+        e = s.get(Employee, mover)
+        e.team, e.manager_id = "Green", lead
+    record(db, tenant, [mover, *people["Green"]], week=WEEK)
+    build(db, tenant)
+    with db.session(tenant.org_id) as s:
+        cells = {(c.group_kind, c.group_key): (c.participants, c.respondents, c.pulse_answers)
+                 for c in s.scalars(select(ReportCell).where(ReportCell.window == 4, ReportCell.iso_week == WEEK))}
+        boss_line, lead_line = activity.pseudonym(s, boss), activity.pseudonym(s, lead)
+        sets = reports.member_sets(s, 4, WEEK, lambda name: name == "all")
+    # in each team they belonged to, once in the department, the organisation and the boss's line
+    assert cells[("team", "Sales/Blue")] == (6, 6, 6)
+    assert cells[("team", "Sales/Green")] == (7, 7, 13)
+    assert cells[("department", "Sales")] == (12, 12, 19)
+    assert cells[("org", "")] == (12, 12, 19)
+    assert cells[("line", boss_line)] == (12, 12, 19)
+    assert cells[("line", lead_line)] == (7, 7, 13)
+    # the member sets the anonymity engine sees agree with the counts
+    for (kind, key), (participants, _, _) in cells.items():
+        assert len(sets[(kind, key, "all")]) == participants, (kind, key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from services import context
-from shared.domain import accounts, digests, employees
+from shared.domain import accounts, activity, digests, employees
 from shared.domain import digest_render
 from shared.errors import NotFound
 
@@ -59,6 +59,8 @@ def pulse(token: str, score: int | None = None):
             employee, stored = digests.record_pulse(session, link)
         except NotFound:
             return _invalid()
+        if not link.preview:
+            activity.record_digest_click(session, employee, link.iso_week)
         organisation = accounts.get_organisation(session, link.org_id)
         page = render_template("digest_links/pulse.html", organisation=organisation, preview=link.preview, stored=stored,
                                score=link.score, preferences_url=_preferences_url(employee, link.preview))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template
 
 from services import context
-from shared.domain import accounts, articles
+from shared.domain import accounts, activity, articles
 from shared.domain.article_content import sanitise_html
 from shared.errors import NotFound
 
@@ -29,6 +29,8 @@ def article_page(token: str):
             organisation = accounts.get_organisation(session, link.org_id)
         except NotFound:
             abort(404)
+        if link.employee_id is not None:  # a link from the employee's digest
+            activity.record_article_read(session, link.employee_id, article.id)
         partner = article.partner
         page = render_template(
             "reader/article.html",

@@ -3,8 +3,9 @@ analytics; ingestion in batches (idempotent by event id), retention and erasure.
 
 Pseudonym = HMAC-SHA256(per-organisation key, employee id). The key is in
 ``analytics_keys``; the events table holds the pseudonym and the group attributes the
-employee had when the event happened (department, team, manager chain as pseudonyms),
-never an email, a name or an employee id."""
+employee had when the event happened (department, team, direct manager as a pseudonym;
+the week's reporting-line tree in ``activity_lines``), never an email, a name or an
+employee id. ``rotate_key`` replaces the key and re-pseudonymises current employees."""
 from __future__ import annotations
 
 import hashlib
@@ -12,28 +13,41 @@ import hmac
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.db import utcnow
-from shared.domain.digest_schedule import iso_week_of
+from shared.domain.digest_schedule import iso_week_of, week_start
 from shared.errors import InvalidInput
 from shared.models import (
     EVENT_KINDS,
     ActivityEvent,
     ActivityLine,
     AnalyticsKey,
+    Article,
+    DigestItem,
+    DigestSend,
     Employee,
-    ReportCellMember,
+    ReleaseLog,
     ReportDirtyWeek,
+    ReportPersonWeek,
     ReportSettings,
 )
 
 MAX_BATCH = 1000
 MAX_CHAIN = 32
 DEFAULT_RETENTION_MONTHS = 13
+EPOCH_MONDAY = date(1970, 1, 5)
+
+
+def week_number(iso_week: str) -> int:
+    """Weeks since 1970-01-05: consecutive ISO weeks have consecutive numbers, so a window of
+    n weeks ending with week w is ``week_no BETWEEN w - n + 1 AND w`` in SQL."""
+    return (week_start(iso_week) - EPOCH_MONDAY).days // 7
 
 
 # ---- keys and pseudonyms -------------------------------------------------------------------
@@ -120,21 +134,35 @@ def _validate(kind: str, score: int | None, occurred_at: datetime) -> dict[str, 
     return errors
 
 
+def _record_lines(session: Session, week: str, chain: list[str]) -> None:
+    """Add the chain's manager -> next manager edges to the week's reporting-line tree
+    (first recording of a line in a week wins; concurrent writers skip duplicates)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    recorded = session.info.setdefault("recorded_lines", set())
+    org_id = _org_id(session)
+    rows = [
+        {"org_id": org_id, "iso_week": week, "week_no": week_number(week), "line": line,
+         "parent_line": chain[depth + 1] if depth + 1 < len(chain) else None}
+        for depth, line in enumerate(chain)
+        if (org_id, week, line) not in recorded
+    ]
+    if rows:
+        session.execute(dialect.insert(ActivityLine).values(rows).on_conflict_do_nothing())
+        recorded.update((org_id, week, row["line"]) for row in rows)
+
+
 def _insert_event(session: Session, employee: Employee, chains: _Chains, *, event_id: str, kind: str,
                   occurred_at: datetime, score: int | None, article_id: int | None, program_id: int | None,
                   topic: str | None) -> str:
     week = iso_week_of(occurred_at.astimezone(timezone.utc).date())
-    event = ActivityEvent(
+    chain = [pseudonym(session, m) for m in chains.chain(session, employee)]
+    session.add(ActivityEvent(
         event_id=event_id, kind=kind, occurred_at=occurred_at, iso_week=week,
         pseudonym=pseudonym(session, employee.id), department=employee.department or "", team=employee.team or "",
-        score=score, article_id=article_id, program_id=program_id, topic=(topic or None),
-    )
-    session.add(event)
-    session.flush()
-    chain = [pseudonym(session, m) for m in chains.chain(session, employee)]
-    for depth, line in enumerate(chain, start=1):
-        session.add(ActivityLine(event_pk=event.id, line=line, depth=depth, iso_week=week,
-                                 parent_line=chain[depth] if depth < len(chain) else None))
+        manager=chain[0] if chain else "", score=score, article_id=article_id, program_id=program_id,
+        topic=(topic or None),
+    ))
+    _record_lines(session, week, chain)
     return week
 
 
@@ -156,6 +184,50 @@ def record_event(session: Session, employee: Employee, kind: str, *, occurred_at
                          score=score, article_id=article_id, program_id=program_id, topic=topic)
     mark_dirty(session, [week])
     return True
+
+
+def _derived_event_id(session: Session, employee: Employee, *parts: object) -> str:
+    """An event id for something that counts once (a digest clicked, an article read), derived
+    from the person's pseudonym and the thing, so nothing in it links back to the product's
+    own records (send or employee ids)."""
+    digest = hashlib.sha256("|".join([pseudonym(session, employee.id), *map(str, parts)]).encode()).hexdigest()
+    return f"{parts[0]}-{digest[:48]}"
+
+
+def _record_once(session: Session, employee: Employee, kind: str, event_id: str, **fields) -> bool:  # noqa: ANN003
+    """record_event, where a concurrent duplicate (two reloads at once) is a no-op, not an error."""
+    try:
+        with session.begin_nested():
+            return record_event(session, employee, kind, event_id=event_id, **fields)
+    except IntegrityError:
+        return False
+
+
+def record_digest_click(session: Session, employee: Employee, iso_week: str) -> bool:
+    """A link in the employee's digest of ``iso_week`` was followed: one "digest clicked" per
+    digest, however many of its links are followed or reloaded (only with analytics consent)."""
+    return _record_once(session, employee, "digest_clicked", _derived_event_id(session, employee, "digest", iso_week))
+
+
+def record_article_read(session: Session, employee_id: int, article_id: int) -> bool:
+    """The employee opened an article from their digest: "article read" once per article, with
+    the article's topic, and "digest clicked" for the digest that carried it (only with
+    analytics consent; nothing for an employee who is gone)."""
+    employee = session.get(Employee, employee_id)
+    if employee is None or not employee.analytics_consent:
+        return False
+    article = session.get(Article, article_id)
+    topic = min((t.name for t in article.topics), default=None) if article is not None else None
+    recorded = _record_once(session, employee, "article_read", _derived_event_id(session, employee, "article", article_id),
+                            article_id=article_id, topic=topic)
+    week = session.scalar(
+        select(DigestSend.iso_week).join(DigestItem, DigestItem.send_id == DigestSend.id)
+        .where(DigestItem.employee_id == employee.id, DigestItem.article_id == article_id)
+        .order_by(DigestSend.iso_week.desc()).limit(1)
+    )
+    if week is not None:
+        record_digest_click(session, employee, week)
+    return recorded
 
 
 @dataclass
@@ -221,24 +293,25 @@ def _months_ago(now: datetime, months: int) -> datetime:
 
 
 def purge_expired(session: Session, now: datetime | None = None) -> int:
-    """Delete raw events older than the organisation's retention (built report cells stay)."""
+    """Delete raw events (and reporting-line trees) of the weeks that ended before the
+    organisation's retention cutoff. Whole weeks go, so a week's summary never loses part of
+    its events; built report cells and the weekly summaries they come from stay."""
     settings = report_settings(session)
     cutoff = _months_ago(now or utcnow(), settings.activity_retention_months)
-    old = select(ActivityEvent.id).where(ActivityEvent.occurred_at < cutoff)
-    session.execute(delete(ActivityLine).where(ActivityLine.event_pk.in_(old)).execution_options(synchronize_session=False))
-    result = session.execute(delete(ActivityEvent).where(ActivityEvent.occurred_at < cutoff).execution_options(synchronize_session=False))
+    first_kept = iso_week_of(cutoff.astimezone(timezone.utc).date())
+    session.execute(delete(ActivityLine).where(ActivityLine.iso_week < first_kept).execution_options(synchronize_session=False))
+    result = session.execute(delete(ActivityEvent).where(ActivityEvent.iso_week < first_kept).execution_options(synchronize_session=False))
     return result.rowcount or 0
 
 
 def erase_employee_activity(session: Session, employee_id: int) -> int:
-    """Erasure (GDPR art. 17): delete the employee's raw events and their place in built
-    report cells; the weeks they touched are rebuilt by the next aggregation."""
+    """Erasure (GDPR art. 17): delete the employee's raw events and weekly summaries; the
+    weeks they touched are rebuilt by the next aggregation (from the remaining summaries)."""
     who = pseudonym(session, employee_id)
     weeks = set(session.scalars(select(ActivityEvent.iso_week).where(ActivityEvent.pseudonym == who).distinct()))
-    mine = select(ActivityEvent.id).where(ActivityEvent.pseudonym == who)
-    session.execute(delete(ActivityLine).where(ActivityLine.event_pk.in_(mine)).execution_options(synchronize_session=False))
+    weeks |= set(session.scalars(select(ReportPersonWeek.iso_week).where(ReportPersonWeek.pseudonym == who).distinct()))
     result = session.execute(delete(ActivityEvent).where(ActivityEvent.pseudonym == who).execution_options(synchronize_session=False))
-    session.execute(delete(ReportCellMember).where(ReportCellMember.pseudonym == who).execution_options(synchronize_session=False))
+    session.execute(delete(ReportPersonWeek).where(ReportPersonWeek.pseudonym == who).execution_options(synchronize_session=False))
     mark_dirty(session, weeks)
     return result.rowcount or 0
 
@@ -251,6 +324,62 @@ def _register_erasure_hook() -> None:
 
 
 _register_erasure_hook()
+
+
+# ---- key rotation ----------------------------------------------------------------------------
+
+# (table, pseudonym columns, extra condition): every place a pseudonym is stored
+_PSEUDONYM_COLUMNS = (
+    ("activity_events", ("pseudonym", "manager"), ""),
+    ("activity_lines", ("line", "parent_line"), ""),
+    ("report_person_weeks", ("pseudonym", "manager"), ""),
+    ("report_cells", ("group_key", "parent_key"), "AND group_kind = 'line'"),
+    ("report_headcounts", ("group_key",), "AND group_kind = 'line'"),
+)
+
+
+def rotate_key(session: Session) -> int:
+    """Replace the organisation's analytics key with a new version and re-pseudonymise, set
+    based, everything recorded about current employees (old pseudonym -> new, worked out
+    with both keys); then the old key is gone. Events of people who are no longer employees
+    keep pseudonyms nobody can recompute, so they cannot be linked to anyone any more, while
+    every person's weeks still join up. Returns the new key version."""
+    row = session.scalar(select(AnalyticsKey).with_for_update())
+    if row is None:
+        analytics_key(session)
+        return 1
+    old_key, new_key = row.key, secrets.token_bytes(32)
+    org_id = _org_id(session)
+
+    def hmac_of(key: bytes, employee_id: int) -> str:
+        return hmac.new(key, str(employee_id).encode(), hashlib.sha256).hexdigest()
+
+    mapping = {hmac_of(old_key, e): hmac_of(new_key, e) for e in session.scalars(select(Employee.id))}
+    session.execute(text("CREATE TEMPORARY TABLE pseudonym_rotation (old_p VARCHAR(64) PRIMARY KEY, new_p VARCHAR(64) NOT NULL)"))
+    try:
+        if mapping:
+            session.execute(text("INSERT INTO pseudonym_rotation (old_p, new_p) VALUES (:o, :n)"),
+                            [{"o": o, "n": n} for o, n in mapping.items()])
+        for table, columns, extra in _PSEUDONYM_COLUMNS:
+            for column in columns:
+                session.execute(text(
+                    f"UPDATE {table} SET {column} = (SELECT r.new_p FROM pseudonym_rotation r WHERE r.old_p = {table}.{column}) "
+                    f"WHERE org_id = :org {extra} AND {column} IN (SELECT old_p FROM pseudonym_rotation)"
+                ), {"org": org_id})
+    finally:
+        session.execute(text("DROP TABLE pseudonym_rotation"))
+    # the release log is bounded (what viewers saw lately): its JSON sets are mapped in place
+    for entry in session.scalars(select(ReleaseLog)):
+        members = [mapping.get(p, p) for p in entry.members]
+        if members != entry.members:
+            entry.members = sorted(members)
+            entry.set_hash = hashlib.sha256("\n".join(entry.members).encode()).hexdigest()
+    session.execute(update(AnalyticsKey).where(AnalyticsKey.id == row.id).values(
+        key=new_key, version=row.version + 1, rotated_at=utcnow()))
+    session.info.get("analytics_keys", {}).pop(org_id, None)
+    session.info.pop("recorded_lines", None)
+    session.expire(row)
+    return row.version
 
 
 # ---- events from the product's own records -------------------------------------------------

@@ -4,17 +4,20 @@ anonymity engine (``shared.domain.anonymity`` - the only place suppression is de
 
 Groups: the organisation, each department, each team (within its department) and each
 manager's whole reporting line. Periods: an ISO week (window 1) and the 4 and 12 weeks
-ending with it. A cell stores measures plus, in ``report_cell_members``, the
-pseudonyms of the people who feed it (never returned by anything)."""
+ending with it. A build folds the raw events once into per-person weekly summaries
+(``report_person_weeks``) and derives the cells from them; the anonymity engine derives
+the member set of a cell (pseudonyms, never returned by anything) from the same rows."""
 from __future__ import annotations
 
 import hashlib
+import json
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 
-from sqlalchemy import String, and_, case, cast, delete, func, insert, literal, literal_column, or_, select, text, union_all
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import utcnow
@@ -29,8 +32,9 @@ from shared.models import (
     Organisation,
     ReleaseLog,
     ReportCell,
-    ReportCellMember,
     ReportDirtyWeek,
+    ReportHeadcount,
+    ReportPersonWeek,
     Role,
     User,
 )
@@ -49,143 +53,302 @@ MEASURES: dict[str, tuple[str, tuple[str, ...]]] = {
 BUCKETS = {"pulse_distribution": "score:", "topic_interest": "topic:"}
 LOG_WEEKS = 13  # the release log consulted covers this many weeks of releases
 
-E = ActivityEvent.__table__
-L = ActivityLine.__table__
 C = ReportCell.__table__
-M = ReportCellMember.__table__
+HC = ReportHeadcount.__table__
 EMP = Employee.__table__
 
 
 # ---- aggregation ----------------------------------------------------------------------------
-# The statements below run on Core tables, outside the ORM tenant guard (which cannot scope an
+# A build makes ONE pass over the raw events of the weeks it rebuilds, into
+# ``report_person_weeks`` (one row per person, week and group attributes), and derives every
+# cell - every group kind, weekly and rolling windows - from those rows with GROUP BYs.
+# The statements run on tables outside the ORM tenant guard (which cannot scope an
 # INSERT ... SELECT), so each one names its organisation explicitly.
 
-def _weeks(window: int, end_week: str) -> list[str]:
-    return [shift_week(end_week, -i) for i in range(window)]
+def _week_rows(weeks: Sequence[str]) -> tuple[str, dict]:
+    """A derived table of (iso_week, week_no) rows, written so both dialects accept it."""
+    parts, params = [], {}
+    for i, week in enumerate(weeks):
+        parts.append(f"SELECT CAST(:w{i} AS VARCHAR(8)) AS iso_week, CAST(:n{i} AS INTEGER) AS week_no")
+        params[f"w{i}"], params[f"n{i}"] = week, activity.week_number(week)
+    return "(" + " UNION ALL ".join(parts) + ")", params
 
 
-SLASH = literal_column("'/'", String)
+def _topics_aggregate(session: Session) -> str:
+    read = "e.kind = 'article_read' AND e.topic IS NOT NULL"
+    if session.get_bind().dialect.name == "postgresql":
+        return f"CAST(json_agg(DISTINCT e.topic) FILTER (WHERE {read}) AS TEXT)"
+    return f"json_group_array(DISTINCT e.topic) FILTER (WHERE {read})"
 
 
-def _grouping(kind: str):
-    """(FROM clause, key expression, parent expression, extra condition, GROUP BY columns) per group kind."""
-    if kind == "org":
-        return E, literal_column("''", String), literal_column("NULL", String), None, ()
-    if kind == "department":
-        return E, E.c.department, literal_column("''", String), None, (E.c.department,)
-    if kind == "team":
-        return E, E.c.department + SLASH + E.c.team, E.c.department, E.c.team != "", (E.c.department, E.c.team)
-    return E.join(L, L.c.event_pk == E.c.id), L.c.line, func.max(L.c.parent_line), None, (L.c.line,)
+def _count(condition: str) -> str:
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
 
-def _is(kind: str):
-    return E.c.kind == kind
+SUMMARY_COLUMNS = ("delivered", "clicked", "reads", "pulse_answers", "pulse_sum", "score_1", "score_2", "score_3",
+                   "score_4", "score_5", "enrolments", "attendances", "completions")
 
 
-def _distinct_when(cond):
-    return func.count(func.distinct(case((cond, E.c.pseudonym))))
+def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
+    """Replace the weekly summaries of ``weeks`` by one GROUP BY over their raw events. Weeks
+    whose raw events are gone (retention) keep their summaries: they are all that is left."""
+    with_events = [w for w in weeks if session.execute(
+        text("SELECT 1 FROM activity_events WHERE org_id = :org AND iso_week = :w LIMIT 1"), {"org": org_id, "w": w}).first()]
+    if not with_events:
+        return
+    session.execute(delete(ReportPersonWeek.__table__).where(
+        ReportPersonWeek.__table__.c.org_id == org_id, ReportPersonWeek.__table__.c.iso_week.in_(with_events)))
+    table, params = _week_rows(with_events)
+    measures = [
+        _count("e.kind = 'digest_delivered'"), _count("e.kind = 'digest_clicked'"), _count("e.kind = 'article_read'"),
+        _count("e.kind = 'pulse_answered'"), "SUM(CASE WHEN e.kind = 'pulse_answered' THEN e.score ELSE 0 END)",
+        *[_count(f"e.kind = 'pulse_answered' AND e.score = {n}") for n in range(1, 6)],
+        _count("e.kind = 'program_enrolled'"), _count("e.kind = 'session_attended'"), _count("e.kind = 'program_completed'"),
+    ]
+    session.execute(text(f"""
+        INSERT INTO report_person_weeks (org_id, iso_week, week_no, pseudonym, department, team, manager,
+                                         {', '.join(SUMMARY_COLUMNS)}, topics)
+        SELECT e.org_id, e.iso_week, t.week_no, e.pseudonym, e.department, e.team, e.manager,
+               {', '.join(measures)}, {_topics_aggregate(session)}
+        FROM activity_events e JOIN {table} t ON t.iso_week = e.iso_week
+        WHERE e.org_id = :org
+        GROUP BY e.org_id, e.iso_week, t.week_no, e.pseudonym, e.department, e.team, e.manager
+    """), {"org": org_id, **params})
+    _analyze(session, "report_person_weeks")
 
 
-def _headcounts(session: Session, org_id: int, end_week: str) -> dict[tuple[str, str], int]:
-    """Active employees (joined by the end of the week, not left before it) per group."""
-    start = datetime.combine(week_start(end_week), time(), tzinfo=timezone.utc)
-    end = start + timedelta(days=7)
-    active = and_(EMP.c.org_id == org_id, EMP.c.created_at < end,
-                  or_(EMP.c.status == EmployeeStatus.ACTIVE.value, EMP.c.left_at >= start))
-    out: dict[tuple[str, str], int] = {}
-    out[("org", "")] = session.execute(select(func.count()).select_from(EMP).where(active)).scalar() or 0
-    for dept, n in session.execute(select(EMP.c.department, func.count()).where(active).group_by(EMP.c.department)):
-        out[("department", dept)] = n
-    for key, n in session.execute(select(EMP.c.department + "/" + EMP.c.team, func.count())
-                                  .where(active, EMP.c.team != "").group_by(EMP.c.department, EMP.c.team)):
-        out[("team", key)] = n
-    # every (manager, report) pair down the tree, by recursive CTE
-    pairs = select(EMP.c.manager_id.label("manager"), EMP.c.id.label("member")).where(active, EMP.c.manager_id.is_not(None)).cte("line", recursive=True)
-    below = EMP.alias("below")
-    pairs = pairs.union(
-        select(pairs.c.manager, below.c.id).join(below, below.c.manager_id == pairs.c.member)
-        .where(below.c.org_id == org_id, below.c.created_at < end,
-               or_(below.c.status == EmployeeStatus.ACTIVE.value, below.c.left_at >= start))
-    )
-    for manager, n in session.execute(select(pairs.c.manager, func.count(func.distinct(pairs.c.member))).group_by(pairs.c.manager)):
-        out[("line", activity.pseudonym(session, manager))] = n
-    return out
-
-
-def build_period(session: Session, window: int, end_week: str) -> int:
-    """(Re)build every cell of one period; returns the number of cells."""
-    org_id = activity._org_id(session)
-    weeks = _weeks(window, end_week)
-    this = and_(C.c.org_id == org_id, C.c.window == window, C.c.iso_week == end_week)
-    session.execute(delete(M).where(M.c.cell_id.in_(select(C.c.id).where(this))))
-    session.execute(delete(C).where(this))
-    headcount = _headcounts(session, org_id, end_week)
-    now = utcnow()
-    cells = 0
-    for kind in GROUP_KINDS:
-        source, key, parent, extra, group_cols = _grouping(kind)
-        where = [E.c.org_id == org_id, E.c.iso_week.in_(weeks)]
-        if extra is not None:
-            where.append(extra)
-        if kind == "line":  # lines carry org and week too, so their index narrows the join
-            where += [L.c.org_id == org_id, L.c.iso_week.in_(weeks)]
-        pulse = _is("pulse_answered")
-        stmt = (
-            select(
-                key.label("key"), parent.label("parent"),
-                func.count(func.distinct(E.c.pseudonym)),
-                _distinct_when(_is("digest_delivered")), _distinct_when(_is("digest_clicked")),
-                _distinct_when(pulse),
-                func.coalesce(func.sum(case((pulse, E.c.score), else_=0)), 0),
-                func.coalesce(func.sum(case((pulse, 1), else_=0)), 0),
-                _distinct_when(_is("article_read")), _distinct_when(_is("program_enrolled")),
-                func.coalesce(func.sum(case((_is("session_attended"), 1), else_=0)), 0),
-                _distinct_when(_is("program_completed")),
-            )
-            .select_from(source).where(*where)
-        )
-        if group_cols:
-            stmt = stmt.group_by(*group_cols)
-        rows = [
-            {
-                "org_id": org_id, "window": window, "iso_week": end_week, "group_kind": kind, "group_key": r[0],
-                "parent_key": None if kind == "org" else r[1], "headcount": headcount.get((kind, r[0]), 0),
-                "participants": r[2], "delivered": r[3], "clicked": r[4], "respondents": r[5],
-                "pulse_sum": int(r[6]), "pulse_answers": int(r[7]), "readers": r[8], "enrolments": r[9],
-                "attendances": int(r[10]), "completions": r[11], "built_at": now,
-            }
-            for r in session.execute(stmt)
-            if r[2]
-        ]
-        if not rows:
+def _headcounts(session: Session, org_id: int, weeks: Sequence[str]) -> None:
+    """Active employees (joined by the end of the week, not left before it) per group, for
+    every week in ``weeks`` at once: each employee adds +1/-1 at the ends of their active
+    range of weeks to each group they belong to (their department, team and every manager's
+    line above them), and a running sum gives each week's count."""
+    weeks = sorted(weeks)
+    starts = [datetime.combine(week_start(w), time(), tzinfo=timezone.utc) for w in weeks]
+    ends = [s + timedelta(days=7) for s in starts]
+    rows = session.execute(select(EMP.c.id, EMP.c.department, EMP.c.team, EMP.c.manager_id, EMP.c.created_at,
+                                  EMP.c.status, EMP.c.left_at).where(EMP.c.org_id == org_id)).all()
+    manager_of = {r.id: r.manager_id for r in rows}
+    line_key: dict[int, str] = {}
+    diff: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(weeks) + 1))
+    for r in rows:
+        created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=timezone.utc)
+        first = bisect_right(ends, created)  # first week whose end is after joining
+        if r.status == EmployeeStatus.ACTIVE.value:
+            last = len(weeks)
+        elif r.left_at is None:
             continue
-        session.execute(insert(C), rows)
-        cells += len(rows)
-        if window > 1:
-            continue  # a window's member sets are the union of its weeks' sets (see _load)
-        # member sets, straight from the events into report_cell_members: the distinct
-        # (group, set, pseudonym) tuples once (materialised), then matched to the new cells
-        sets = [
-            (literal_column("'all'", String), None),
-            (literal_column("'pulse'", String), pulse),
-            (literal_column("'score:'", String) + cast(E.c.score, String), pulse),
-            (literal_column("'topic:'", String) + E.c.topic, and_(_is("article_read"), E.c.topic.is_not(None))),
-        ]
-        parts = []
-        for name, cond in sets:
-            conditions = [*where] + ([cond] if cond is not None else [])
-            parts.append(
-                select(key.label("key"), name.label("member_set"), E.c.pseudonym.label("pseudonym"))
-                .select_from(source).where(*conditions).distinct()
-            )
-        tuples = union_all(*parts).cte(f"member_tuples_{kind}").prefix_with("MATERIALIZED")
-        session.execute(insert(M).from_select(
-            ["org_id", "cell_id", "member_set", "pseudonym"],
-            select(literal(org_id), C.c.id, tuples.c.member_set, tuples.c.pseudonym)
-            .select_from(tuples.join(C, C.c.group_key == tuples.c.key))
-            .where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week == end_week, C.c.group_kind == kind),
-        ))
+        else:
+            left = r.left_at if r.left_at.tzinfo else r.left_at.replace(tzinfo=timezone.utc)
+            last = bisect_right(starts, left)  # weeks starting at or before leaving
+        if first >= last:
+            continue
+        groups = [("org", ""), ("department", r.department)]
+        if r.team:
+            groups.append(("team", f"{r.department}/{r.team}"))
+        seen, current = {r.id}, r.manager_id
+        while current is not None and current not in seen and len(seen) <= activity.MAX_CHAIN:
+            if current not in line_key:
+                line_key[current] = activity.pseudonym(session, current)
+            groups.append(("line", line_key[current]))
+            seen.add(current)
+            current = manager_of.get(current)
+        for group in groups:
+            diff[group][first] += 1
+            diff[group][last] -= 1
+    session.execute(delete(HC).where(HC.c.org_id == org_id, HC.c.iso_week.in_(weeks)))
+    out = []
+    for (kind, key), steps in diff.items():
+        running = 0
+        for i, week in enumerate(weeks):
+            running += steps[i]
+            if running:
+                out.append((org_id, week, kind, key, running))
+    _bulk_insert(session, HC.name, ("org_id", "iso_week", "group_kind", "group_key", "headcount"), out)
+
+
+def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    """Insert many rows: COPY on PostgreSQL (in the session's transaction), executemany elsewhere."""
+    if not rows:
+        return
+    if _is_postgresql(session):
+        with session.connection().connection.driver_connection.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    names = ", ".join(f":{c}" for c in columns)
+    session.execute(text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({names})"), [dict(zip(columns, r)) for r in rows])
+
+
+# Working tables of one window's build (temporary, per connection): one row per (period end,
+# person, group attributes) with what the person did in the period - the window's weekly
+# summaries folded together, flags for "did it at all", sums otherwise; ``changed`` marks
+# people with more than one row (they moved team or manager within the period) -, the
+# period's reporting-line tree (each line's latest recorded parent) and its closure (line ->
+# itself and every line above it).
+WINDOW_PEOPLE = "report_window_people"
+WINDOW_TREE = "report_window_tree"
+WINDOW_CLOSURE = "report_window_closure"
+FLAGS = ("delivered", "clicked", "reads", "pulse_answers", "enrolments", "completions")
+SUMS = ("pulse_sum", "attendances")
+CELL_MEASURES = {  # report_cells column -> how it comes out of rows with one person each
+    "participants": "COUNT(*)", "delivered": "SUM(delivered)", "clicked": "SUM(clicked)",
+    "respondents": "SUM(pulse_answers)", "pulse_sum": "SUM(pulse_sum)", "pulse_answers": "SUM(answers)",
+    "readers": "SUM(reads)", "enrolments": "SUM(enrolments)", "attendances": "SUM(attendances)",
+    "completions": "SUM(completions)",
+}
+
+
+def _fold(prefix: str = "") -> str:
+    """One person's rows folded into one: any flag set, sums added."""
+    return ", ".join([*(f"MAX({prefix}{f}) AS {f}" for f in FLAGS), *(f"SUM({prefix}{s}) AS {s}" for s in SUMS),
+                      f"SUM({prefix}answers) AS answers"])
+
+
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _temporary_table(session: Session, name: str, columns: str) -> None:
+    session.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    session.execute(text(f"CREATE TEMPORARY TABLE {name} ({columns})"))
+
+
+def _analyze(session: Session, *tables: str) -> None:
+    """Fresh planner statistics (PostgreSQL): without them it takes new rows for none and
+    picks nested loops over them."""
+    if _is_postgresql(session):
+        for table in tables:
+            session.execute(text(f"ANALYZE {table}"))
+
+
+def _fill_window(session: Session, org_id: int, window: int, ends: Sequence[str]) -> None:
+    weeks, params = _week_rows(ends)
+    params = {"org": org_id, "span": window - 1, **params}
+    _temporary_table(session, WINDOW_PEOPLE, "end_week VARCHAR(8), pseudonym VARCHAR(64), department VARCHAR(100), "
+                     "team VARCHAR(100), manager VARCHAR(64), " + ", ".join(f"{c} INTEGER" for c in (*FLAGS, *SUMS, "answers"))
+                     + ", changed INTEGER")
+    flags = ", ".join(f"MAX(CASE WHEN s.{f} > 0 THEN 1 ELSE 0 END)" for f in FLAGS)
+    session.execute(text(f"""
+        INSERT INTO {WINDOW_PEOPLE}
+        SELECT t.iso_week, s.pseudonym, s.department, s.team, s.manager, {flags},
+               SUM(s.pulse_sum), SUM(s.attendances), SUM(s.pulse_answers), 0
+        FROM report_person_weeks s JOIN {weeks} t ON s.week_no BETWEEN t.week_no - :span AND t.week_no
+        WHERE s.org_id = :org
+        GROUP BY t.iso_week, s.pseudonym, s.department, s.team, s.manager
+    """), params)
+    session.execute(text(f"""
+        UPDATE {WINDOW_PEOPLE} SET changed = 1 WHERE (end_week, pseudonym) IN (
+            SELECT end_week, pseudonym FROM {WINDOW_PEOPLE} GROUP BY end_week, pseudonym HAVING COUNT(*) > 1)
+    """))
+    # the tree from each line's spans of weeks under one parent (a few rows per line)
+    _temporary_table(session, WINDOW_TREE, "end_week VARCHAR(8), line VARCHAR(64), parent_line VARCHAR(64)")
+    session.execute(text(f"""
+        INSERT INTO {WINDOW_TREE}
+        SELECT end_week, line, parent_line FROM (
+            SELECT t.iso_week AS end_week, s.line, s.parent_line,
+                   ROW_NUMBER() OVER (PARTITION BY t.iso_week, s.line
+                                      ORDER BY CASE WHEN s.last_week < t.week_no THEN s.last_week ELSE t.week_no END DESC) AS latest
+            FROM (SELECT line, parent_line, MIN(week_no) AS first_week, MAX(week_no) AS last_week FROM activity_lines
+                  WHERE org_id = :org GROUP BY line, parent_line) s
+            JOIN {weeks} t ON s.first_week <= t.week_no AND s.last_week >= t.week_no - :span
+        ) ranked WHERE latest = 1
+    """), params)
+    session.execute(text(f"CREATE INDEX ix_{WINDOW_TREE} ON {WINDOW_TREE} (end_week, line)"))
+    _analyze(session, WINDOW_PEOPLE, WINDOW_TREE)
+    _temporary_table(session, WINDOW_CLOSURE, "end_week VARCHAR(8), line VARCHAR(64), ancestor VARCHAR(64)")
+    session.execute(text(f"""
+        WITH RECURSIVE closure (end_week, line, ancestor, depth) AS (
+            SELECT end_week, line, line, 0 FROM {WINDOW_TREE}
+            UNION ALL
+            SELECT c.end_week, c.line, t.parent_line, c.depth + 1
+            FROM closure c JOIN {WINDOW_TREE} t ON t.end_week = c.end_week AND t.line = c.ancestor
+            WHERE t.parent_line IS NOT NULL AND c.depth < :max_depth
+        )
+        INSERT INTO {WINDOW_CLOSURE} SELECT end_week, line, ancestor FROM closure
+    """), {"max_depth": activity.MAX_CHAIN})
+    session.execute(text(f"CREATE INDEX ix_{WINDOW_CLOSURE} ON {WINDOW_CLOSURE} (end_week, line)"))
+    _analyze(session, WINDOW_CLOSURE)
+
+
+CELL_INSERT = """
+    INSERT INTO report_cells (org_id, "window", iso_week, group_kind, group_key, parent_key, headcount,
+                              {measures}, built_at)
+    SELECT :org, :window, g.end_week, :kind, g.group_key, g.parent_key, COALESCE(h.headcount, 0), {measures}, :now
+    FROM ({groups}) g
+    LEFT JOIN report_headcounts h ON h.org_id = :org AND h.iso_week = g.end_week AND h.group_kind = :kind
+                                  AND h.group_key = g.group_key
+"""
+
+# group kind -> (columns a person is grouped by, key, parent key, condition)
+TREE_GROUPS = {
+    "org": ((), "''", "NULL", ""),
+    "department": (("department",), "department", "''", ""),
+    "team": (("department", "team"), "department || '/' || team", "department", "AND team <> ''"),
+}
+
+# A manager's line adds up the lines below it (closure join on per-manager sums); people who
+# changed manager or team within the period are folded once per line they fall in.
+LINE_CTES = f"""
+WITH steady AS (
+    SELECT end_week, manager, {{measures}} FROM {WINDOW_PEOPLE} WHERE changed = 0 AND manager <> ''
+    GROUP BY end_week, manager
+), moved AS (
+    SELECT end_week, ancestor, {{measures}} FROM (
+        SELECT p.end_week, c.ancestor, p.pseudonym, {{fold_p}}
+        FROM {WINDOW_PEOPLE} p JOIN {WINDOW_CLOSURE} c ON c.end_week = p.end_week AND c.line = p.manager
+        WHERE p.changed = 1
+        GROUP BY p.end_week, c.ancestor, p.pseudonym
+    ) x GROUP BY end_week, ancestor
+), rolled AS (
+    SELECT c.end_week, c.ancestor, {{rolled}}
+    FROM steady s JOIN {WINDOW_CLOSURE} c ON c.end_week = s.end_week AND c.line = s.manager
+    GROUP BY c.end_week, c.ancestor
+    UNION ALL
+    SELECT * FROM moved
+)
+"""
+LINE_GROUPS = f"""
+SELECT r.end_week, r.ancestor AS group_key, MAX(tr.parent_line) AS parent_key, {{rolled}}
+FROM rolled r LEFT JOIN {WINDOW_TREE} tr ON tr.end_week = r.end_week AND tr.line = r.ancestor
+GROUP BY r.end_week, r.ancestor
+"""
+TREE_GROUP = f"""
+SELECT end_week, {{key}} AS group_key, {{parent}} AS parent_key, {{rolled}} FROM (
+    SELECT end_week{{by}}, {{measures}} FROM {WINDOW_PEOPLE} WHERE changed = 0 {{where}} GROUP BY end_week{{by}}
+    UNION ALL
+    SELECT end_week{{by}}, {{measures}} FROM (
+        SELECT end_week, pseudonym{{by}}, {{fold}} FROM {WINDOW_PEOPLE} WHERE changed = 1 {{where}}
+        GROUP BY end_week, pseudonym{{by}}
+    ) p GROUP BY end_week{{by}}
+) u GROUP BY end_week{{by}}
+"""
+
+
+def _insert_cells(session: Session, org_id: int, window: int, ends: Sequence[str], now: datetime) -> int:
+    """Every cell of ``window`` ending with each week of ``ends``, from the weekly summaries.
+    Rows of people who changed group within the period are folded per group first, so each
+    person counts once in every group they belonged to."""
+    _fill_window(session, org_id, window, ends)
+    measures = ", ".join(CELL_MEASURES)
+    per_group = ", ".join(f"{expr} AS {name}" for name, expr in CELL_MEASURES.items())
+    rolled = ", ".join(f"SUM({name}) AS {name}" for name in CELL_MEASURES)
+    params = {"org": org_id, "window": window, "now": now}
+    cells = 0
+    for kind, (columns, key, parent, where) in TREE_GROUPS.items():
+        groups = TREE_GROUP.format(key=key, parent=parent, rolled=rolled, by="".join(f", {c}" for c in columns),
+                                   measures=per_group, where=where, fold=_fold())
+        cells += session.execute(text(CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": kind}).rowcount
+    ctes = LINE_CTES.format(fold_p=_fold("p."), measures=per_group, rolled=rolled)
+    # the CTEs go first: "WITH ... INSERT ... SELECT" is the form both dialects accept
+    statement = ctes + CELL_INSERT.format(measures=measures, groups=LINE_GROUPS.format(rolled=rolled))
+    cells += session.execute(text(statement), {**params, "kind": "line"}).rowcount
+    for table in (WINDOW_PEOPLE, WINDOW_TREE, WINDOW_CLOSURE):
+        session.execute(text(f"DROP TABLE {table}"))
     return cells
+
+
+BUILD_WORK_MEM = "256MB"
 
 
 @dataclass
@@ -198,33 +361,38 @@ class BuildResult:
 def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
     """Rebuild the periods touched by ``weeks`` (default: the dirty weeks) - each week
     itself and the 4- and 12-week windows that contain it - up to the latest week with events."""
+    org_id = activity._org_id(session)
     dirty_rows = session.scalars(select(ReportDirtyWeek)).all()
     target = sorted(set(weeks) if weeks is not None else {d.iso_week for d in dirty_rows})
     if not target:
         return BuildResult([], 0, 0)
-    latest = max(session.scalar(select(func.max(ActivityEvent.iso_week))) or target[-1], target[-1])
-    if session.get_bind().dialect.name == "postgresql":
-        # New weeks were just ingested: without fresh statistics the planner believes they are
-        # empty and picks nested loops (a 10x slower incremental build in bench/reports.py).
-        session.execute(text("ANALYZE activity_events"))
-        session.execute(text("ANALYZE activity_lines"))
-    periods: set[tuple[int, str]] = set()
+    latest = max(session.scalar(select(func.max(ActivityEvent.iso_week))) or target[-1],
+                 session.scalar(select(func.max(ReportPersonWeek.iso_week))) or target[-1], target[-1])
+    if _is_postgresql(session):
+        # the build's sorts and hashes span the whole organisation: let them stay in memory
+        session.execute(text(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'"))
+    _summarise(session, org_id, target)
+    ends_by_window: dict[int, set[str]] = defaultdict(set)
     for week in target:
         for window in WINDOWS:
             for i in range(window):
                 end = shift_week(week, i)
                 if end > latest:
                     break
-                periods.add((window, end))
+                ends_by_window[window].add(end)
+    all_ends = set().union(*ends_by_window.values())
+    _headcounts(session, org_id, sorted(all_ends))
+    now = utcnow()
     cells = 0
-    for window, end in sorted(periods, key=lambda p: (p[1], p[0])):
-        cells += build_period(session, window, end)
+    for window, ends in sorted(ends_by_window.items()):
+        session.execute(delete(C).where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week.in_(sorted(ends))))
+        cells += _insert_cells(session, org_id, window, sorted(ends), now)
     for row in dirty_rows:
         if row.iso_week in target:
             session.delete(row)
-    activity.report_settings(session).last_built_at = utcnow()
+    activity.report_settings(session).last_built_at = now
     session.flush()
-    return BuildResult(target, len(periods), cells)
+    return BuildResult(target, sum(len(e) for e in ends_by_window.values()), cells)
 
 
 # ---- release ----------------------------------------------------------------------------------
@@ -318,26 +486,76 @@ def _period_label(window: int, week: str) -> str:
     return week if window == 1 else f"{window}w:{week}"
 
 
-def _load(session: Session, window: int, week: str, member_sets: Sequence[str], bucket_prefix: str | None):
-    """The period's cells and their member sets: stored for weeks; for a 4- or 12-week window
-    the union of the sets of the same group in its weeks (the same people, stored once)."""
+def _line_ancestors(session: Session, window: int, week: str) -> Callable[[str], list[str]]:
+    """Manager -> the lines that contain their reports in the period: their own and every
+    line above it, through the period's tree (each line's latest recorded parent), as the
+    build's closure does."""
+    end = activity.week_number(week)
+    parent: dict[str, str | None] = {}
+    for line, parent_line in session.execute(
+        select(ActivityLine.line, ActivityLine.parent_line)
+        .where(ActivityLine.week_no.between(end - window + 1, end)).order_by(ActivityLine.week_no)
+    ):
+        parent[line] = parent_line
+    cache: dict[str, list[str]] = {}
+
+    def ancestors(manager: str) -> list[str]:
+        if manager not in cache:
+            chain, current = [], manager
+            while current is not None and current not in chain and len(chain) <= activity.MAX_CHAIN:
+                chain.append(current)
+                current = parent.get(current)
+            cache[manager] = chain
+        return cache[manager]
+
+    return ancestors
+
+
+def member_sets(session: Session, window: int, week: str, wanted: Callable[[str], bool]) -> dict[tuple[str, str, str], set[str]]:
+    """(group kind, group key, member set) -> pseudonyms, for the period's cells, derived from
+    the weekly summaries: ``all`` (participants), ``pulse`` (respondents), ``score:N``,
+    ``topic:<name>``; only the sets ``wanted`` accepts. For the anonymity engine only."""
+    end = activity.week_number(week)
+    ancestors = _line_ancestors(session, window, week)
+    out: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    R = ReportPersonWeek
+    rows = session.execute(
+        select(R.pseudonym, R.department, R.team, R.manager, R.pulse_answers, R.score_1, R.score_2, R.score_3,
+               R.score_4, R.score_5, R.topics)
+        .where(R.week_no.between(end - window + 1, end))
+    )
+    for who, dept, team, manager, answers, *scores, topics in rows:
+        names = ["all"]
+        if answers:
+            names.append("pulse")
+        names += [f"score:{n}" for n, count in enumerate(scores, start=1) if count]
+        names += [f"topic:{t}" for t in json.loads(topics or "[]") if t is not None]
+        names = [n for n in names if wanted(n)]
+        if not names:
+            continue
+        groups = [("org", ""), ("department", dept)]
+        if team:
+            groups.append(("team", f"{dept}/{team}"))
+        if manager:
+            groups += [("line", line) for line in ancestors(manager)]
+        for kind, key in groups:
+            for name in names:
+                out[(kind, key, name)].add(who)
+    return out
+
+
+def _load(session: Session, window: int, week: str, member_set: str, bucket_prefix: str | None):
+    """The period's cells and, per (cell id, member set), its members."""
     cells = session.scalars(select(ReportCell).where(ReportCell.window == window, ReportCell.iso_week == week)).all()
-    members: dict[tuple[int, str], set[str]] = defaultdict(set)
+    members: dict[tuple[int, str], set[str]] = {}
     if not cells:
         return cells, members
-    cond = ReportCellMember.member_set.in_(member_sets)
-    if bucket_prefix:
-        cond = or_(cond, ReportCellMember.member_set.like(bucket_prefix + "%"))
+    sets = member_sets(session, window, week, lambda n: n == member_set or bool(bucket_prefix and n.startswith(bucket_prefix)))
     by_group = {(c.group_kind, c.group_key): c.id for c in cells}
-    stmt = (
-        select(ReportCell.group_kind, ReportCell.group_key, ReportCellMember.member_set, ReportCellMember.pseudonym)
-        .join(ReportCellMember, ReportCellMember.cell_id == ReportCell.id)
-        .where(ReportCell.window == 1, ReportCell.iso_week.in_(_weeks(window, week)), cond)
-    )
-    for kind, key, name, who in session.execute(stmt):
+    for (kind, key, name), who in sets.items():
         cell_id = by_group.get((kind, key))
         if cell_id is not None:
-            members[(cell_id, name)].add(who)
+            members[(cell_id, name)] = who
     return cells, members
 
 
@@ -411,8 +629,8 @@ def report(session: Session, viewer: Viewer, *, week: str | None = None, window:
     prev_week = shift_week(week, -window)
     member_set, _ = MEASURES[measure]
     bucket_prefix = BUCKETS.get(measure)
-    cur_cells, cur_members = _load(session, window, week, [member_set], bucket_prefix)
-    prev_cells, prev_members = _load(session, window, prev_week, [member_set], bucket_prefix)
+    cur_cells, cur_members = _load(session, window, week, member_set, bucket_prefix)
+    prev_cells, prev_members = _load(session, window, prev_week, member_set, bucket_prefix)
     cur_scoped, prev_scoped = _scope(cur_cells, viewer), _scope(prev_cells, viewer)
     lines = _label_lines(session, {c.group_key for c in (*cur_scoped, *prev_scoped) if c.group_kind == "line"})
     if not is_hr:

@@ -16,10 +16,10 @@ from shared.models.digests import (  # noqa: E402
 )
 __all__ += ["DigestItem", "DigestRun", "DigestSend", "DigestSettings", "PulseResponse", "RunTrigger", "SendState", "SuppressedAddress"]
 from shared.models.activity import (  # noqa: E402
-    EVENT_KINDS, ActivityEvent, ActivityLine, AnalyticsKey, ReleaseLog, ReportCell, ReportCellMember, ReportDirtyWeek,
-    ReportSettings,
+    EVENT_KINDS, ActivityEvent, ActivityLine, AnalyticsKey, ReleaseLog, ReportCell, ReportDirtyWeek, ReportHeadcount,
+    ReportPersonWeek, ReportSettings,
 )
-__all__ += ["EVENT_KINDS", "ActivityEvent", "ActivityLine", "AnalyticsKey", "ReleaseLog", "ReportCell", "ReportCellMember"]
-__all__ += ["ReportDirtyWeek", "ReportSettings"]
+__all__ += ["EVENT_KINDS", "ActivityEvent", "ActivityLine", "AnalyticsKey", "ReleaseLog", "ReportCell"]
+__all__ += ["ReportDirtyWeek", "ReportHeadcount", "ReportPersonWeek", "ReportSettings"]
 from shared.models.program_sessions import ProgramSession, SessionAttendance  # noqa: E402
 __all__ += ["ProgramSession", "SessionAttendance"]

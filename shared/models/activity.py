@@ -1,5 +1,6 @@
 """Activity events (pseudonymous), the per-organisation analytics key, report settings,
-built report cells with their member sets, and the release log of the anonymity engine.
+the per-person weekly summary the reports are built from, built report cells, and the
+release log of the anonymity engine.
 
 Nothing here holds an email, a name or an employee id of the person an event is about:
 events carry a keyed HMAC of the employee id (``pseudonym``); the key lives in
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     func,
 )
@@ -36,20 +38,23 @@ EVENT_KINDS = (
 
 
 class AnalyticsKey(TenantOwned, Base):
-    """The organisation's HMAC key for pseudonyms (one per organisation)."""
+    """The organisation's HMAC key for pseudonyms (one per organisation). Rotation replaces
+    ``key`` and bumps ``version``: the old key is not kept anywhere."""
 
     __tablename__ = "analytics_keys"
     __table_args__ = (UniqueConstraint("org_id", name="uq_analytics_keys_org_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[bytes] = mapped_column(LargeBinary(64))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     rotated_at: Mapped[datetime | None]
 
 
 class ActivityEvent(TenantOwned, Base):
     """One thing an employee who consented to analytics did, stored pseudonymously with
-    the group attributes (department, team, manager line) they had when it happened."""
+    the group attributes they had when it happened: department, team and ``manager`` (the
+    direct manager's pseudonym; the chain above it is in ``activity_lines``)."""
 
     __tablename__ = "activity_events"
     __table_args__ = (
@@ -67,6 +72,7 @@ class ActivityEvent(TenantOwned, Base):
     pseudonym: Mapped[str] = mapped_column(String(64))
     department: Mapped[str] = mapped_column(String(100), default="", server_default="")
     team: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    manager: Mapped[str] = mapped_column(String(64), default="", server_default="")
     score: Mapped[int | None]
     article_id: Mapped[int | None]
     program_id: Mapped[int | None]
@@ -75,17 +81,19 @@ class ActivityEvent(TenantOwned, Base):
 
 
 class ActivityLine(TenantOwned, Base):
-    """The manager chain of an event: one row per manager above the employee at the time
-    (``line`` is the manager's pseudonym, ``depth`` 1 for the direct manager)."""
+    """The reporting-line tree of a week, as recorded with that week's events: manager
+    ``line`` (a pseudonym) reports to ``parent_line`` (None at the top)."""
 
     __tablename__ = "activity_lines"
-    __table_args__ = (Index("ix_activity_lines_org_id_iso_week_line", "org_id", "iso_week", "line"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "iso_week", "line", name="uq_activity_lines_org_id_iso_week_line"),
+        Index("ix_activity_lines_org_id_week_no", "org_id", "week_no"),
+    )
 
-    event_pk: Mapped[int] = mapped_column(ForeignKey("activity_events.id", ondelete="CASCADE"), primary_key=True)
-    line: Mapped[str] = mapped_column(String(64), primary_key=True)
-    depth: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(primary_key=True)
     iso_week: Mapped[str] = mapped_column(String(8))
-    # The next manager up (their pseudonym), so reporting lines form a tree.
+    week_no: Mapped[int] = mapped_column(Integer)
+    line: Mapped[str] = mapped_column(String(64))
     parent_line: Mapped[str | None] = mapped_column(String(64))
 
 
@@ -144,18 +152,54 @@ class ReportCell(TenantOwned, Base):
     built_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
-class ReportCellMember(TenantOwned, Base):
-    """Who feeds a cell, by pseudonym, per member set: ``all`` (participants), ``pulse``
-    (respondents), ``score:N``, ``topic:<name>``, ``enrolled``, ``completed``.
-    Read only by the anonymity engine; never returned."""
+class ReportPersonWeek(TenantOwned, Base):
+    """One person's activity in one ISO week under one set of group attributes, summed from
+    the raw events in one pass (a person who changed team mid-week has two rows). Report
+    cells of every group and window are built from these rows, and the anonymity engine
+    derives a cell's member sets from them. Read only by the report builder and engine."""
 
-    __tablename__ = "report_cell_members"
-    __table_args__ = (Index("ix_report_cell_members_cell_id_member_set", "cell_id", "member_set"),)
+    __tablename__ = "report_person_weeks"
+    __table_args__ = (
+        Index("ix_report_person_weeks_org_id_week_no", "org_id", "week_no"),
+        Index("ix_report_person_weeks_org_id_pseudonym", "org_id", "pseudonym"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    cell_id: Mapped[int] = mapped_column(ForeignKey("report_cells.id", ondelete="CASCADE"))
-    member_set: Mapped[str] = mapped_column(String(110))
+    iso_week: Mapped[str] = mapped_column(String(8))
+    week_no: Mapped[int] = mapped_column(Integer)  # weeks since 1970-01-05, for window ranges
     pseudonym: Mapped[str] = mapped_column(String(64))
+    department: Mapped[str] = mapped_column(String(100))
+    team: Mapped[str] = mapped_column(String(100))
+    manager: Mapped[str] = mapped_column(String(64))
+    delivered: Mapped[int] = mapped_column(Integer)
+    clicked: Mapped[int] = mapped_column(Integer)
+    reads: Mapped[int] = mapped_column(Integer)
+    pulse_answers: Mapped[int] = mapped_column(Integer)
+    pulse_sum: Mapped[int] = mapped_column(Integer)
+    score_1: Mapped[int] = mapped_column(Integer)
+    score_2: Mapped[int] = mapped_column(Integer)
+    score_3: Mapped[int] = mapped_column(Integer)
+    score_4: Mapped[int] = mapped_column(Integer)
+    score_5: Mapped[int] = mapped_column(Integer)
+    enrolments: Mapped[int] = mapped_column(Integer)
+    attendances: Mapped[int] = mapped_column(Integer)
+    completions: Mapped[int] = mapped_column(Integer)
+    topics: Mapped[str | None] = mapped_column(Text)  # JSON list of the topics read
+
+
+class ReportHeadcount(TenantOwned, Base):
+    """Active employees of a group in a week (the headcount of every window ending with it)."""
+
+    __tablename__ = "report_headcounts"
+    __table_args__ = (
+        UniqueConstraint("org_id", "iso_week", "group_kind", "group_key", name="uq_report_headcounts_org_id_iso_week"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iso_week: Mapped[str] = mapped_column(String(8))
+    group_kind: Mapped[str] = mapped_column(String(12))
+    group_key: Mapped[str] = mapped_column(String(201))
+    headcount: Mapped[int] = mapped_column(Integer)
 
 
 class ReleaseLog(TenantOwned, Base):
@@ -176,6 +220,6 @@ class ReleaseLog(TenantOwned, Base):
 
 
 __all__ = [
-    "EVENT_KINDS", "ActivityEvent", "ActivityLine", "AnalyticsKey", "ReleaseLog", "ReportCell", "ReportCellMember",
-    "ReportDirtyWeek", "ReportSettings",
+    "EVENT_KINDS", "ActivityEvent", "ActivityLine", "AnalyticsKey", "ReleaseLog", "ReportCell", "ReportDirtyWeek",
+    "ReportHeadcount", "ReportPersonWeek", "ReportSettings",
 ]
