@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -24,8 +25,10 @@ from shared.models import (
     ReportCell,
     ReportDirtyWeek,
     ReportPersonWeek,
+    ReportSettings,
     Role,
 )
+from tests.conftest import TEST_DB
 
 WEEK = iso_week_of((utcnow() - timedelta(days=14)).date())
 
@@ -592,3 +595,29 @@ def test_people_who_changed_team_and_manager_count_once_per_group(db, tenant):
     # the member sets the anonymity engine sees agree with the counts
     for (kind, key), (participants, _, _) in cells.items():
         assert len(sets[(kind, key, "all")]) == participants, (kind, key)
+
+
+@pytest.mark.skipif(TEST_DB != "postgresql", reason="SQLite serialises writers; the insert race needs concurrent transactions")
+def test_concurrent_first_reads_share_one_settings_row(db, tenant):
+    """Two requests that both find no report settings yet: the second insert waits for the
+    first, fails on the unique org_id, and reads the winner's row instead of failing (409)."""
+    first = db.open(tenant.org_id)
+    try:
+        created = activity.report_settings(first)  # inserted, not yet committed
+        seen: list = []
+
+        def second_request() -> None:
+            with db.session(tenant.org_id) as session:
+                seen.append(activity.report_settings(session).id)
+
+        racer = threading.Thread(target=second_request)
+        racer.start()
+        racer.join(timeout=1)
+        assert racer.is_alive(), "the second insert should wait for the first transaction"
+        first.commit()
+        racer.join(timeout=30)
+        assert seen == [created.id]
+    finally:
+        first.close()
+    with db.session(tenant.org_id) as session:
+        assert session.scalar(select(func.count()).select_from(ReportSettings)) == 1

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import TypeVar
 
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +42,7 @@ from shared.models import (
 MAX_BATCH = 1000
 MAX_CHAIN = 32
 DEFAULT_RETENTION_MONTHS = 13
+_Row = TypeVar("_Row", AnalyticsKey, ReportSettings)
 EPOCH_MONDAY = date(1970, 1, 5)
 
 
@@ -65,11 +67,7 @@ def analytics_key(session: Session) -> bytes:
     org_id = _org_id(session)
     if org_id in cache:
         return cache[org_id]
-    row = session.scalar(select(AnalyticsKey))
-    if row is None:
-        row = AnalyticsKey(key=secrets.token_bytes(32))
-        session.add(row)
-        session.flush()
+    row = _one_per_organisation(session, AnalyticsKey, lambda: AnalyticsKey(key=secrets.token_bytes(32)))
     cache[org_id] = row.key
     return row.key
 
@@ -79,11 +77,25 @@ def pseudonym(session: Session, employee_id: int) -> str:
 
 
 def report_settings(session: Session) -> ReportSettings:
-    row = session.scalar(select(ReportSettings))
-    if row is None:
-        row = ReportSettings(activity_retention_months=DEFAULT_RETENTION_MONTHS, budget_spent={})
-        session.add(row)
-        session.flush()
+    return _one_per_organisation(
+        session, ReportSettings, lambda: ReportSettings(activity_retention_months=DEFAULT_RETENTION_MONTHS, budget_spent={}))
+
+
+def _one_per_organisation(session: Session, model: type[_Row], make: Callable[[], _Row]) -> _Row:
+    """The organisation's row of ``model``, created on first use. Two requests that both
+    find none race to insert it; the loser's insert fails on the unique org_id in a
+    savepoint and it reads the winner's row instead of answering 409."""
+    row = session.scalar(select(model))
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = make()
+            session.add(row)
+    except IntegrityError:
+        row = session.scalar(select(model))
+        if row is None:
+            raise
     return row
 
 
