@@ -9,6 +9,7 @@ import time
 
 from celery import Celery, signals
 from celery.schedules import crontab
+from kombu import Queue
 
 from shared.config import Settings
 from shared.db import Database
@@ -17,6 +18,12 @@ from shared.metrics import TASK_FAILURES, TASK_SECONDS
 
 celery_app = Celery("wellbeing", include=["workers.tasks.mail", "workers.tasks.employee_import", "workers.tasks.articles", "workers.tasks.digests", "workers.tasks.reports"])
 _state: dict[str, object] = {}
+
+# Digest sending and report building run on queues of their own, so each can get its
+# own workers (and a burst of one never starves the other); the rest stays on
+# ``default``. A worker started without ``-Q`` consumes all three.
+QUEUES = ("default", "digests", "reports")
+TASK_ROUTES = {"workers.tasks.digests.*": {"queue": "digests"}, "workers.tasks.reports.*": {"queue": "reports"}}
 
 
 def configure(settings: Settings) -> Celery:
@@ -41,6 +48,8 @@ def configure(settings: Settings) -> Celery:
         # longest task so a slow task is not run twice while still running.
         broker_transport_options={"visibility_timeout": 3600} if settings.broker_url.startswith("redis") else {},
         task_default_queue="default",
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes=TASK_ROUTES,
         beat_schedule={
             "publish-due-articles": {"task": "workers.tasks.articles.publish_due_articles", "schedule": 60.0},
             "digest-due-check": {"task": "workers.tasks.digests.due_check_all", "schedule": 300.0},
