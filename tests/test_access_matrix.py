@@ -18,7 +18,8 @@ Callers other than the employee put a forged link (right payload, wrong key) whe
 signed link goes. Every row gets fresh resources and fresh tokens, so a DELETE or a
 logout in one row cannot change another. Console requests carry the cookie session,
 API requests the bearer token. Bodies are empty (``{}`` or a form with only the CSRF
-token): a 422 or 400 for the HR admin means it got past access control."""
+token) unless ``QUERIES`` or ``FORMS`` give what the action needs to go through: a 422
+or 400 for the HR admin means it got past access control."""
 from __future__ import annotations
 
 import re
