@@ -139,3 +139,7 @@ def test_digest_and_report_tasks_go_to_their_queues_and_the_rest_to_default(sett
         assert queue == expected, f"{name} -> {queue}"
     # A worker started without -Q (as `wellbeing dev` starts it) consumes every queue.
     assert set(app.amqp.queues) == set(QUEUES)
+    # Each queue has its own binding: with a shared routing key, a message published
+    # through the exchange would be copied into every queue and run once per queue.
+    assert {q.name: (q.exchange.name, q.routing_key) for q in app.amqp.queues.values()} == {
+        name: ("default", name) for name in QUEUES}

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from shared.config import Settings
 from shared.models import DigestSend, SendState
-from workers.celery_app import QUEUES, TASK_ROUTES
+from workers.celery_app import TASK_QUEUES, TASK_ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Redis database these tests own on the shared test server (the product's tests use
@@ -40,11 +40,10 @@ class Publisher:
 
     def __init__(self, broker_url: str):
         from celery import Celery
-        from kombu import Queue
 
         self.app = Celery("wellbeing-test-publisher", broker=broker_url)
         self.app.conf.update(task_serializer="json", accept_content=["json"], task_default_queue="default",
-                             task_queues=[Queue(name) for name in QUEUES], task_routes=TASK_ROUTES,
+                             task_queues=TASK_QUEUES, task_routes=TASK_ROUTES,
                              broker_connection_retry_on_startup=True)
 
     def send(self, task: str, *args) -> None:  # noqa: ANN002

@@ -23,6 +23,8 @@ _state: dict[str, object] = {}
 # own workers (and a burst of one never starves the other); the rest stays on
 # ``default``. A worker started without ``-Q`` consumes all three.
 QUEUES = ("default", "digests", "reports")
+# Each queue bound under its own routing key: a message for one queue never lands in another.
+TASK_QUEUES = tuple(Queue(name, routing_key=name) for name in QUEUES)
 TASK_ROUTES = {"workers.tasks.digests.*": {"queue": "digests"}, "workers.tasks.reports.*": {"queue": "reports"}}
 
 
@@ -48,7 +50,7 @@ def configure(settings: Settings) -> Celery:
         # longest task so a slow task is not run twice while still running.
         broker_transport_options={"visibility_timeout": 3600} if settings.broker_url.startswith("redis") else {},
         task_default_queue="default",
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=TASK_QUEUES,
         task_routes=TASK_ROUTES,
         beat_schedule={
             "publish-due-articles": {"task": "workers.tasks.articles.publish_due_articles", "schedule": 60.0},
