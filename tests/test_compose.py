@@ -15,7 +15,7 @@ from celery.bin.beat import beat as celery_beat
 from celery.bin.worker import worker as celery_worker
 
 from services.cli import main as wellbeing_cli
-from workers.celery_app import QUEUES, TASK_ROUTES, celery_app
+from workers.celery_app import QUEUES, TASK_ROUTES, celery_app, queue_settings
 
 COMPOSE = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -143,3 +143,9 @@ def test_digest_and_report_tasks_go_to_their_queues_and_the_rest_to_default(sett
     # through the exchange would be copied into every queue and run once per queue.
     assert {q.name: (q.exchange.name, q.routing_key) for q in app.amqp.queues.values()} == {
         name: ("default", name) for name in QUEUES}
+
+
+def test_the_embedded_broker_keeps_everything_on_default():
+    settings = queue_settings("sqla+sqlite:///var/broker.db")
+    assert [q.name for q in settings["task_queues"]] == ["default"] and settings["task_routes"] == {}
+    assert queue_settings("redis://redis:6379/0")["task_routes"] == TASK_ROUTES

@@ -31,8 +31,8 @@ def test_sigterm_mid_run_loses_and_repeats_nothing(db, settings, tenant, smtp_si
     for batch in batches:
         publisher.send("workers.tasks.digests.send_digest_batch", tenant.org_id, batch)
     log_path = tmp_path / "worker.log"
-    # The production shape: prefork pool, two processes, consuming the digests queue.
-    worker_args = ("--queues", "digests", "--concurrency", "2")
+    # The production shape: prefork pool, two processes.
+    worker_args = ("--concurrency", "2")
     worker = None
     stops = []
     try:

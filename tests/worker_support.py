@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from shared.config import Settings
 from shared.models import DigestSend, SendState
-from workers.celery_app import TASK_QUEUES, TASK_ROUTES
+from workers.celery_app import queue_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Redis database these tests own on the shared test server (the product's tests use
@@ -43,8 +43,7 @@ class Publisher:
 
         self.app = Celery("wellbeing-test-publisher", broker=broker_url)
         self.app.conf.update(task_serializer="json", accept_content=["json"], task_default_queue="default",
-                             task_queues=TASK_QUEUES, task_routes=TASK_ROUTES,
-                             broker_connection_retry_on_startup=True)
+                             broker_connection_retry_on_startup=True, **queue_settings(broker_url))
 
     def send(self, task: str, *args) -> None:  # noqa: ANN002
         self.app.send_task(task, args=args)
