@@ -246,6 +246,9 @@ def test_digest_and_report_work_splits_across_two_hosts(topology, db, settings, 
     # ...every batch and every build ran exactly once, somewhere...
     assert sum(batches_per_node.values()) == len(batches)
     assert sum(builds_per_node.values()) == len(orgs)
+    # ...each worker ran only its own queue's tasks...
+    assert all(set(totals[node]) == {SEND_TASK} for node in batches_per_node), totals
+    assert all(set(totals[node]) == {BUILD_TASK} for node in builds_per_node), totals
     # ...and both hosts took a share of each kind of work.
     assert all(mail_per_host.values()) and sum(mail_per_host.values()) == employees, mail_per_host
     assert all(batches_per_node.values()), batches_per_node
