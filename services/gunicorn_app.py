@@ -53,6 +53,10 @@ def serve(settings: Settings, host: str, port: int, *, workers: int | None = Non
             "timeout": 60,
             "graceful_timeout": 30,
             "keepalive": 5,
+            # Recycle each worker after about a thousand requests, at staggered times
+            # (jitter) so they never all restart at once: bounds slow memory growth.
+            "max_requests": 1000,
+            "max_requests_jitter": 200,
             "preload_app": False,
             "accesslog": None,
             "errorlog": "-",

@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from services import context
 from services.auth import public
-from shared.metrics import render as render_metrics
+from shared.metrics import OperationalState, render as render_metrics
 from shared.security import constant_time_equal
 
 bp = Blueprint("health", __name__)
@@ -33,7 +33,9 @@ def metrics():
     expected = context.settings().metrics_token
     if expected and not constant_time_equal(request.headers.get("Authorization", ""), f"Bearer {expected}"):
         return Response("metrics token required\n", status=401, mimetype="text/plain", headers={"WWW-Authenticate": "Bearer"})
-    body, content_type = render_metrics()
+    from workers.celery_app import QUEUES, celery_app
+
+    body, content_type = render_metrics(OperationalState(context.database(), celery_app, QUEUES))
     return Response(body, mimetype=content_type.split(";")[0], content_type=content_type)
 
 

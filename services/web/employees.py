@@ -191,6 +191,7 @@ def program_detail(program_id: int):
 @console_roles(Role.HR_ADMIN)
 def program_enrol(program_id: int):
     session = context.get_session()
+    programs.get_program(session, program_id)  # another organisation's program: 404, even for a bad form
     form = EnrolForm(prefix="enrol")
     if not form.validate_on_submit():
         flash("Give at least one external id.", "error")
