@@ -30,7 +30,7 @@ MIN_REQUESTS = 2000
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Examples per operation: with the seeded ids (valid data, then invalid data) and with
 # generated path parameters (mostly other ids: 404).
-REAL_POSITIVE, REAL_NEGATIVE, GENERATED = 14, 10, 4
+REAL_POSITIVE, REAL_NEGATIVE, GENERATED = 16, 10, 4
 
 EXAMPLE_ARTICLE = (
     "Sleep well this winter\n\nShort days make rest harder. Here is what helps.\n\n"

@@ -15,7 +15,7 @@ from shared.domain import article_import, articles
 from shared.errors import DomainError
 
 PROBLEM = "application/problem+json"
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 BOMS = [b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"]
 NEWLINES = ["\n", "\r\n", "\r", "\n\n\n"]
