@@ -6,14 +6,16 @@ import time
 import uuid
 
 from flask import Flask, g, redirect, request, url_for
+from werkzeug.routing import IntegerConverter
 
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.logging import configure_logging, request_id_var
 from shared.metrics import HTTP_REQUEST_SECONDS
+from shared.schemas.common import MAX_ID
+from services.limits import DepthLimitedJSONProvider
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-MAX_BODY_BYTES = 25 * 1024 * 1024
 
 
 # Scripts only from our own origin: injected markup can never run. Images may come
@@ -44,17 +46,31 @@ def _set_security_headers(headers, settings: Settings) -> None:  # noqa: ANN001
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
 
 
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in routes: an id beyond the id columns' range matches no route (404),
+    instead of overflowing the database driver."""
+
+    def __init__(self, map, *args, **kwargs):  # noqa: A002, ANN001
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
+    # Cookies only over TLS, except on a developer's plain-http machine (and in tests).
+    secure_cookies = settings.is_production or settings.public_url.startswith("https://")
     app = Flask(__name__)
+    app.url_map.converters["int"] = IdConverter
+    app.json = DepthLimitedJSONProvider(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        SESSION_COOKIE_SECURE=secure_cookies,
         REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=secure_cookies,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
         WTF_CSRF_TIME_LIMIT=None,
         TESTING=settings.environment == "testing",

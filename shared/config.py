@@ -49,6 +49,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, str]:
         "WEB_CONCURRENCY": "2",
         "WEB_THREADS": "4",
         "METRICS_TOKEN": "",
+        "MAX_REQUEST_MB": "25",
         "WELLBEING_DIGEST_RETRY_BASE_SECONDS": "30",
         "WELLBEING_DIGEST_RETRY_MAX_SECONDS": "3600",
         "MAIL_INBOUND_DOMAIN": "",
@@ -82,6 +83,7 @@ class Settings:
     web_concurrency: int
     web_threads: int
     metrics_token: str
+    max_request_bytes: int
     digest_retry_base_seconds: float
     digest_retry_max_seconds: float
     data_dir: Path
@@ -214,6 +216,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         web_concurrency=web["WEB_CONCURRENCY"],
         web_threads=web["WEB_THREADS"],
         metrics_token=raw["METRICS_TOKEN"],
+        max_request_bytes=_positive_int("MAX_REQUEST_MB", raw["MAX_REQUEST_MB"]) * 1024 * 1024,
         digest_retry_base_seconds=_positive_float("WELLBEING_DIGEST_RETRY_BASE_SECONDS", raw["WELLBEING_DIGEST_RETRY_BASE_SECONDS"]),
         digest_retry_max_seconds=_positive_float("WELLBEING_DIGEST_RETRY_MAX_SECONDS", raw["WELLBEING_DIGEST_RETRY_MAX_SECONDS"]),
         data_dir=_data_dir(env),

@@ -37,3 +37,22 @@ def test_interactive_docs_are_served_without_cdn(client):
     assert "http://" not in html and "https://" not in html
     assert client.get("/api/v1/docs/assets/swagger-ui-bundle.js").status_code == 200
     assert client.get("/api/v1/static/swagger-init.js").status_code == 200
+
+
+def test_errors_are_listed_per_operation_as_problem_json(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    components = spec["components"]["responses"]
+    for path, ops in spec["paths"].items():
+        for method, operation in ops.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            assert "default" not in responses, f"{method} {path}: errors are listed, not a catch-all"
+            if operation.get("security") != []:
+                assert {"401", "403"} <= set(responses), f"{method} {path}"
+            if "{" in path:
+                assert "404" in responses, f"{method} {path}"
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response = components[response["$ref"].rsplit("/", 1)[1]] if "$ref" in response else response
+                    assert list(response["content"]) == ["application/problem+json"], f"{method} {path} {status}"

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import logging
+import re
+from http import HTTPStatus
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, default_exceptions
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, RequestEntityTooLarge, default_exceptions
 
 from services import auth, context
-from services.api.problems import ProblemSchema, flatten_errors, problem
+from services.api.problems import PROBLEM_MIMETYPE, ProblemSchema, flatten_errors, problem
 from shared.errors import DomainError
 
 API_PREFIX = "/api/v1"
@@ -26,6 +29,41 @@ class WellbeingApi(Api):
     """flask-smorest's Api, answering errors as RFC 9457 problem details."""
 
     ERROR_SCHEMA = ProblemSchema
+    # Each operation lists the errors it can answer (document_errors), not a catch-all.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _register_responses(self):
+        """The status-code responses views refer to, served as problem+json."""
+        for status in HTTPStatus:
+            response = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+
+    def document_errors(self, app: Flask) -> None:
+        """Add to every operation the errors the request pipeline itself answers:
+        401/403 (authentication and roles), 404 (an unknown or foreign id in the path),
+        400/413/415/422 (the body) and 409 (a write that breaks a unique or foreign key)."""
+        with app.app_context():
+            for rule in app.url_map.iter_rules():
+                path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+                for method, operation in self.spec._paths.get(path, {}).items():
+                    if method.upper() not in rule.methods:
+                        continue
+                    is_public, _roles = auth.access_policy(rule.endpoint, method.upper())
+                    codes = set()
+                    if not is_public:
+                        codes |= {401, 403}
+                    if rule.arguments:
+                        codes.add(404)
+                    if "requestBody" in operation:
+                        codes |= {400, 413, 415, 422}
+                    if method.upper() in ("POST", "PUT", "PATCH", "DELETE") and not is_public:
+                        codes.add(409)
+                    responses = operation.setdefault("responses", {})
+                    for code in sorted(codes):
+                        responses.setdefault(str(code), self.spec.components.get_ref("response", HTTPStatus(code).name))
 
     def handle_http_exception(self, error: HTTPException):
         if not is_api_request():
@@ -35,6 +73,9 @@ class WellbeingApi(Api):
         detail = data.get("message") or error.description
         if errors:
             detail = "The request has invalid fields; see errors."
+        if isinstance(error, RequestEntityTooLarge):
+            limit_mb = context.settings().max_request_bytes // (1024 * 1024)
+            detail = f"The request body is larger than the {limit_mb} MB limit (MAX_REQUEST_MB)."
         return problem(error.code or 500, detail, errors=flatten_errors(errors) if errors else None, headers=data.get("headers"))
 
 
@@ -83,6 +124,18 @@ def _authenticate_api_request():
     return None
 
 
+def _check_json_body():
+    """Decode a JSON body first with the app's depth-limited decoder, so a body nested
+    too deeply (or not JSON at all) is a 400 saying why, before a schema parser recurses into it."""
+    if not is_api_request() or not request.is_json or not request.content_length:
+        return None
+    try:
+        current_app.json.loads(request.get_data(cache=True))
+    except ValueError as error:
+        return problem(400, f"The body is not acceptable JSON: {error}.")
+    return None
+
+
 def init_api(app: Flask) -> WellbeingApi:
     app.config.update(
         API_TITLE="Wellbeing platform API",
@@ -99,6 +152,7 @@ def init_api(app: Flask) -> WellbeingApi:
         },
     )
     app.before_request(_authenticate_api_request)
+    app.before_request(_check_json_body)
     app.register_error_handler(DomainError, _on_domain_error)
     app.register_error_handler(IntegrityError, _on_integrity_error)
     app.register_error_handler(RateLimitExceeded, _on_rate_limited)
@@ -116,4 +170,5 @@ def init_api(app: Flask) -> WellbeingApi:
         # Bearer tokens are not sent by browsers on their own: no CSRF to defend against.
         csrf.exempt(module.blp)
     app.register_blueprint(docs.bp, url_prefix=API_PREFIX)
+    api.document_errors(app)
     return api

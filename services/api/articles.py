@@ -184,6 +184,8 @@ class ArticleItemView(MethodView):
     @blp.arguments(ArticleUpdateSchema)
     @blp.doc(**_IF_MATCH_DOC)
     @blp.response(200, ArticleSchema)
+    @blp.alt_response(412, response="PRECONDITION_FAILED")
+    @blp.alt_response(428, response="PRECONDITION_REQUIRED")
     def patch(self, body, article_id):
         """Edit an article (needs If-Match: a stale version answers 412, none 428); every change is a revision"""
         expected = articles.parse_if_match(request.headers.get("If-Match"))
@@ -214,6 +216,7 @@ def _transition(article_id: int, action: str, body: dict):
 class ArticleSubmitView(MethodView):
     @blp.arguments(TransitionRequestSchema)
     @blp.response(200, ArticleSchema)
+    @blp.alt_response(412, response="PRECONDITION_FAILED")
     def post(self, body, article_id):
         """draft -> review (409 from any other status)"""
         return _transition(article_id, "submit", body)
@@ -223,6 +226,7 @@ class ArticleSubmitView(MethodView):
 class ArticleRejectView(MethodView):
     @blp.arguments(TransitionRequestSchema)
     @blp.response(200, ArticleSchema)
+    @blp.alt_response(412, response="PRECONDITION_FAILED")
     def post(self, body, article_id):
         """review -> draft (409 from any other status)"""
         return _transition(article_id, "reject", body)
@@ -232,6 +236,7 @@ class ArticleRejectView(MethodView):
 class ArticlePublishView(MethodView):
     @blp.arguments(PublishRequestSchema)
     @blp.response(200, ArticleSchema)
+    @blp.alt_response(412, response="PRECONDITION_FAILED")
     def post(self, body, article_id):
         """review -> published now, or at a future `publish_at` (409 from any other status)"""
         return _transition(article_id, "publish", body)
@@ -241,6 +246,7 @@ class ArticlePublishView(MethodView):
 class ArticleArchiveView(MethodView):
     @blp.arguments(TransitionRequestSchema)
     @blp.response(200, ArticleSchema)
+    @blp.alt_response(412, response="PRECONDITION_FAILED")
     def post(self, body, article_id):
         """published -> archived (409 from any other status)"""
         return _transition(article_id, "archive", body)
@@ -250,6 +256,7 @@ class ArticleArchiveView(MethodView):
 class ArticleRestoreView(MethodView):
     @blp.arguments(TransitionRequestSchema)
     @blp.response(200, ArticleSchema)
+    @blp.alt_response(412, response="PRECONDITION_FAILED")
     def post(self, body, article_id):
         """archived -> draft (409 from any other status)"""
         return _transition(article_id, "restore", body)

@@ -28,7 +28,8 @@ class TokenView(MethodView):
     @limiter.limit(login_rate_limit, key_func=login_account_key)
     @blp.arguments(TokenRequestSchema)
     @blp.response(201, IssuedTokenSchema)
-    @blp.alt_response(401, description="Wrong email or password")
+    @blp.alt_response(401, response="UNAUTHORIZED")  # wrong email or password
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")  # throttled, with Retry-After
     def post(self, body):
         """Exchange email and password for a bearer token"""
         settings = context.settings()

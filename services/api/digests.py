@@ -73,6 +73,7 @@ class ResumeView(MethodView):
 class PreviewView(MethodView):
     @blp.arguments(PreviewQuerySchema, location="query")
     @blp.response(200, PreviewSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, query):
         """An employee's digest for a week as it would be sent now (HTML and text; links are inert)"""
         return digests.preview(context.get_session(), context.settings(), query["employee_id"], query.get("week"))
@@ -82,6 +83,7 @@ class PreviewView(MethodView):
 class TestSendView(MethodView):
     @blp.arguments(TestSendSchema)
     @blp.response(202, AcceptedSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
     def post(self, body):
         """Send a copy of an employee's digest to yourself"""
         session = context.get_session()

@@ -66,6 +66,7 @@ class ReportView(MethodView):
     @allow_roles(Role.HR_ADMIN, Role.MANAGER)
     @blp.arguments(ReportQuerySchema, location="query")
     @blp.response(200, ReportSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, query):
         """One measure for one period: every cell says whether it is suppressed and why"""
         return _report(query)
@@ -76,6 +77,7 @@ class ReportExportView(MethodView):
     @allow_roles(Role.HR_ADMIN, Role.MANAGER)
     @blp.arguments(ReportQuerySchema, location="query")
     @blp.response(200, content_type="text/csv")
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, query):
         """The same report as CSV (cells starting with = + - @ are defused)"""
         rep = _report(query)

@@ -5,7 +5,7 @@ from marshmallow import fields, validate
 
 from shared.models import ArticleStatus, SourceFormat
 from shared.domain.articles import SEARCH_RESULT_CAP
-from shared.schemas.common import PageQuerySchema, StrictSchema, page_of
+from shared.schemas.common import Id, PageQuerySchema, StrictSchema, page_of
 
 FORMATS = [f.value for f in SourceFormat]
 
@@ -70,7 +70,7 @@ class ArticleSchema(StrictSchema):
     body_html = fields.String(dump_only=True, metadata={"description": "Sanitised HTML"})
     body_text = fields.String(dump_only=True)
     reading_minutes = fields.Integer(dump_only=True)
-    partner_id = fields.Integer(allow_none=True)
+    partner_id = Id(allow_none=True)
     partner = fields.Nested(PartnerRefSchema, allow_none=True, dump_only=True)
     topics = fields.Function(lambda a: [t.name for t in a.topics])
     status = fields.Enum(ArticleStatus, by_value=True)
@@ -101,7 +101,7 @@ class ArticleCreateSchema(StrictSchema):
     summary = fields.String(load_default="", validate=validate.Length(max=5000))
     body = fields.String(load_default="", validate=validate.Length(max=2_000_000))
     format = fields.String(load_default="text", validate=validate.OneOf(FORMATS))
-    partner_id = fields.Integer(load_default=None, allow_none=True)
+    partner_id = Id(load_default=None, allow_none=True)
     topics = fields.List(fields.String(validate=validate.Length(min=1, max=80)), load_default=list)
     publish_at = fields.AwareDateTime(load_default=None, allow_none=True, validate=_aware)
     review_by = fields.Date(load_default=None, allow_none=True)
@@ -112,7 +112,7 @@ class ArticleUpdateSchema(StrictSchema):
     summary = fields.String(validate=validate.Length(max=5000))
     body = fields.String(validate=validate.Length(max=2_000_000))
     format = fields.String(validate=validate.OneOf(FORMATS))
-    partner_id = fields.Integer(allow_none=True)
+    partner_id = Id(allow_none=True)
     topics = fields.List(fields.String(validate=validate.Length(min=1, max=80)))
     publish_at = fields.AwareDateTime(allow_none=True)
     review_by = fields.Date(allow_none=True)
@@ -122,7 +122,7 @@ class ArticleQuerySchema(PageQuerySchema):
     q = fields.String(validate=validate.Length(max=300), metadata={"description": "Full-text search over title, summary and body; results ranked"})
     status = fields.Enum(ArticleStatus, by_value=True)
     topic = fields.String(validate=validate.Length(max=80), metadata={"description": "Topic name or slug"})
-    partner_id = fields.Integer()
+    partner_id = Id()
     date_from = fields.Date(metadata={"description": "Published (or, unpublished, created) on or after"})
     date_to = fields.Date(metadata={"description": "Published (or, unpublished, created) on or before"})
 
@@ -146,9 +146,9 @@ class RevisionSchema(StrictSchema):
     body = fields.String(attribute="body_source")
     body_html = fields.String()
     status = fields.String()
-    partner_id = fields.Integer(allow_none=True)
+    partner_id = Id(allow_none=True)
     topics = fields.List(fields.String())
-    author_user_id = fields.Integer(allow_none=True)
+    author_user_id = Id(allow_none=True)
     author_label = fields.String()
     created_at = fields.DateTime()
 
@@ -156,7 +156,7 @@ class RevisionSchema(StrictSchema):
 class TransitionSchema(StrictSchema):
     from_status = fields.String()
     to_status = fields.String()
-    actor_user_id = fields.Integer(allow_none=True)
+    actor_user_id = Id(allow_none=True)
     actor_label = fields.String()
     note = fields.String()
     at = fields.DateTime()
@@ -176,7 +176,7 @@ class ImportPartnerSchema(StrictSchema):
 class ImportReportSchema(StrictSchema):
     filename = fields.String()
     format = fields.String()
-    article_id = fields.Integer()
+    article_id = Id()
     duplicate = fields.Boolean(metadata={"description": "The same content was imported before; nothing new was created"})
     title = fields.String()
     title_proposed = fields.Boolean(metadata={"description": "No title line: the title was proposed from the text"})

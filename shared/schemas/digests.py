@@ -6,7 +6,7 @@ from marshmallow import fields, validate
 
 from shared.domain.digest_schedule import parse_iso_week
 from shared.models import SendState
-from shared.schemas.common import PageQuerySchema, StrictSchema
+from shared.schemas.common import Id, PageQuerySchema, StrictSchema
 
 
 def validate_week(value: str) -> None:
@@ -53,7 +53,7 @@ class DigestRunSchema(ma.Schema):
     id = fields.Integer()
     iso_week = fields.String()
     trigger = fields.String(metadata={"description": "schedule (the due-check) or manual"})
-    started_by_user_id = fields.Integer(allow_none=True)
+    started_by_user_id = Id(allow_none=True)
     created_at = fields.DateTime()
     created_count = fields.Integer(metadata={"description": "Sends this run created"})
     status = fields.String(metadata={"description": "running while any send is queued or sending, then done"})
@@ -70,8 +70,8 @@ class RunQuerySchema(PageQuerySchema):
 
 class DigestSendSchema(ma.Schema):
     id = fields.Integer()
-    run_id = fields.Integer(allow_none=True)
-    employee_id = fields.Integer()
+    run_id = Id(allow_none=True)
+    employee_id = Id()
     iso_week = fields.String()
     state = fields.Enum(SendState, by_value=True)
     skip_reason = fields.String(allow_none=True)
@@ -85,30 +85,30 @@ class DigestSendSchema(ma.Schema):
 
 
 class SendQuerySchema(PageQuerySchema):
-    run_id = fields.Integer()
+    run_id = Id()
     state = fields.Enum(SendState, by_value=True)
-    employee_id = fields.Integer()
+    employee_id = Id()
     week = _week
 
 
 class PreviewQuerySchema(StrictSchema):
-    employee_id = fields.Integer(required=True)
+    employee_id = Id(required=True)
     week = _week
 
 
 class PreviewSchema(ma.Schema):
-    employee_id = fields.Integer()
+    employee_id = Id()
     iso_week = fields.String()
     subject = fields.String()
     html = fields.String()
     text = fields.String()
-    article_ids = fields.List(fields.Integer())
+    article_ids = fields.List(Id())
     skip_reason = fields.String(allow_none=True, metadata={"description": "Why it would not be sent (e.g. nothing new)"})
     send_state = fields.String(allow_none=True, metadata={"description": "State of this week's send, if one exists"})
 
 
 class TestSendSchema(StrictSchema):
-    employee_id = fields.Integer(load_default=None, allow_none=True, metadata={"description": "Whose digest to copy (default: the first active employee)"})
+    employee_id = Id(load_default=None, allow_none=True, metadata={"description": "Whose digest to copy (default: the first active employee)"})
     week = _week
 
 

@@ -5,7 +5,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from shared.models import ConsentKind, ConsentSource, EmployeeStatus, EnrolmentStatus, ImportMode, ProgramStatus
-from shared.schemas.common import PageQuerySchema, StrictSchema, validate_timezone
+from shared.schemas.common import Id, PageQuerySchema, StrictSchema, validate_timezone
 
 _topics = fields.List(fields.String(validate=validate.Length(min=1, max=60)), validate=validate.Length(max=30))
 
@@ -19,7 +19,7 @@ class EmployeeSchema(StrictSchema):
     department = fields.String(load_default="", validate=validate.Length(max=100))
     team = fields.String(load_default="", validate=validate.Length(max=100))
     manager_external_id = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=64))
-    manager_id = fields.Integer(dump_only=True, allow_none=True)
+    manager_id = Id(dump_only=True, allow_none=True)
     timezone = fields.String(load_default="UTC", validate=[validate.Length(max=64), validate_timezone])
     locale = fields.String(load_default="", validate=validate.Length(max=16))
     status = fields.Enum(EmployeeStatus, by_value=True, dump_only=True)
@@ -58,7 +58,7 @@ class EmployeeQuerySchema(PageQuerySchema):
     status = fields.Enum(EmployeeStatus, by_value=True)
     department = fields.String(validate=validate.Length(max=100))
     team = fields.String(validate=validate.Length(max=100))
-    manager_id = fields.Integer()
+    manager_id = Id()
 
 
 class ConsentSchema(StrictSchema):
@@ -66,7 +66,7 @@ class ConsentSchema(StrictSchema):
     kind = fields.Enum(ConsentKind, by_value=True)
     granted = fields.Boolean()
     source = fields.Enum(ConsentSource, by_value=True, dump_only=True)
-    actor_user_id = fields.Integer(dump_only=True, allow_none=True)
+    actor_user_id = Id(dump_only=True, allow_none=True)
     at = fields.DateTime(dump_only=True)
 
 
@@ -156,8 +156,8 @@ class EnrolmentEmployeeSchema(ma.Schema):
 
 class EnrolmentSchema(ma.Schema):
     id = fields.Integer()
-    program_id = fields.Integer()
-    employee_id = fields.Integer()
+    program_id = Id()
+    employee_id = Id()
     employee = fields.Nested(EnrolmentEmployeeSchema)
     status = fields.Enum(EnrolmentStatus, by_value=True)
     waitlist_position = fields.Integer(allow_none=True)
@@ -167,8 +167,8 @@ class EnrolmentSchema(ma.Schema):
 
 
 class EnrolmentRequestSchema(StrictSchema):
-    employee_id = fields.Integer(metadata={"description": "Enrol one employee"})
-    employee_ids = fields.List(fields.Integer(), validate=validate.Length(min=1, max=1000), metadata={"description": "Enrol many"})
+    employee_id = Id(metadata={"description": "Enrol one employee"})
+    employee_ids = fields.List(Id(), validate=validate.Length(min=1, max=1000), metadata={"description": "Enrol many"})
 
 
 class EnrolmentResultSchema(ma.Schema):
@@ -181,13 +181,13 @@ class EnrolmentQuerySchema(PageQuerySchema):
 
 class EnrolmentEventSchema(ma.Schema):
     id = fields.Integer()
-    program_id = fields.Integer()
-    employee_id = fields.Integer()
+    program_id = Id()
+    employee_id = Id()
     action = fields.String()
     source = fields.String()
-    actor_user_id = fields.Integer(allow_none=True)
+    actor_user_id = Id(allow_none=True)
     at = fields.DateTime()
 
 
 class BulkWithdrawSchema(StrictSchema):
-    employee_ids = fields.List(fields.Integer(), validate=validate.Length(min=1, max=1000))
+    employee_ids = fields.List(Id(), validate=validate.Length(min=1, max=1000))

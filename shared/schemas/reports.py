@@ -4,20 +4,20 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from shared.domain.activity import MAX_BATCH
-from shared.domain.digest_schedule import ISO_WEEK_RE
 from shared.domain.reports import GROUP_KINDS, MEASURES, WINDOWS
 from shared.models import EVENT_KINDS
-from shared.schemas.common import StrictSchema
+from shared.schemas.common import Id, StrictSchema
+from shared.schemas.digests import validate_week
 
 
 class ActivityItemSchema(StrictSchema):
     event_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     kind = fields.String(required=True, validate=validate.OneOf(EVENT_KINDS))
-    employee_id = fields.Integer(required=True, strict=True)
+    employee_id = Id(required=True, strict=True)
     occurred_at = fields.AwareDateTime(required=True)
     score = fields.Integer(load_default=None, allow_none=True, strict=True)
-    article_id = fields.Integer(load_default=None, allow_none=True, strict=True)
-    program_id = fields.Integer(load_default=None, allow_none=True, strict=True)
+    article_id = Id(load_default=None, allow_none=True, strict=True)
+    program_id = Id(load_default=None, allow_none=True, strict=True)
     topic = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
 
 
@@ -40,7 +40,7 @@ class IngestResultSchema(StrictSchema):
 
 
 class ReportQuerySchema(StrictSchema):
-    period = fields.String(load_default=None, validate=validate.Regexp(ISO_WEEK_RE, error="An ISO week like 2026-W48."))
+    period = fields.String(load_default=None, validate=validate_week)
     window = fields.Integer(load_default=1, validate=validate.OneOf(WINDOWS))
     measure = fields.String(load_default="participation", validate=validate.OneOf(list(MEASURES)))
     group = fields.String(load_default=None, validate=validate.Length(max=260),
@@ -79,4 +79,4 @@ class ReportSettingsSchema(StrictSchema):
 
 
 class BuildSchema(StrictSchema):
-    weeks = fields.List(fields.String(validate=validate.Regexp(ISO_WEEK_RE)), load_default=None)
+    weeks = fields.List(fields.String(validate=validate_week), load_default=None)
