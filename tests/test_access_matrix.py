@@ -26,7 +26,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from werkzeug.routing import Rule
@@ -111,6 +111,14 @@ EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
     "GET /api/v1/programs/<int:program_id>/enrolments/<int:enrolment_id>": (401, 401, 403, 200, 404),
     "GET /api/v1/programs/<int:program_id>/enrolments/export.csv": (401, 401, 403, 200, 404),
     "POST /api/v1/programs/<int:program_id>/enrolments/withdraw": (401, 401, 403, 422, 404),
+    "GET /api/v1/programs/<int:program_id>/sessions": (401, 401, 403, 200, 404),
+    "POST /api/v1/programs/<int:program_id>/sessions": (401, 401, 403, 422, 404),
+    "GET /api/v1/programs/<int:program_id>/sessions/<int:session_id>": (401, 401, 403, 200, 404),
+    "PATCH /api/v1/programs/<int:program_id>/sessions/<int:session_id>": (401, 401, 403, 200, 404),
+    "DELETE /api/v1/programs/<int:program_id>/sessions/<int:session_id>": (401, 401, 403, 204, 404),
+    "GET /api/v1/programs/<int:program_id>/sessions/<int:session_id>/attendance": (401, 401, 403, 200, 404),
+    "POST /api/v1/programs/<int:program_id>/sessions/<int:session_id>/attendance": (401, 401, 403, 422, 404),
+    "DELETE /api/v1/programs/<int:program_id>/sessions/<int:session_id>/attendance/<int:employee_id>": (401, 401, 403, 204, 404),
     "GET /api/v1/reports": (401, 401, 403, 200, 200),
     "POST /api/v1/reports/build": (401, 401, 403, 202, 202),
     "GET /api/v1/reports/export.csv": (401, 401, 403, 200, 200),
@@ -172,6 +180,11 @@ EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
     "POST /console/programs/<int:program_id>": (302, 302, 403, 400, 404),
     "POST /console/programs/<int:program_id>/enrol": (302, 302, 403, 302, 404),
     "POST /console/programs/<int:program_id>/withdraw/<int:employee_id>": (302, 302, 403, 302, 404),
+    "POST /console/programs/<int:program_id>/sessions": (302, 302, 403, 302, 404),  # invalid form: flashed on the program page
+    "GET /console/programs/<int:program_id>/sessions/<int:session_id>": (302, 302, 403, 200, 404),
+    "POST /console/programs/<int:program_id>/sessions/<int:session_id>/delete": (302, 302, 403, 302, 404),
+    "POST /console/programs/<int:program_id>/sessions/<int:session_id>/attendance/<int:employee_id>": (302, 302, 403, 302, 404),
+    "POST /console/programs/<int:program_id>/sessions/<int:session_id>/attendance/<int:employee_id>/remove": (302, 302, 403, 302, 404),
     "GET /console/reports": (302, 302, 200, 200, 200),
     "GET /console/settings": (302, 302, 403, 200, 200),
     "POST /console/settings": (302, 302, 403, 302, 302),
@@ -193,6 +206,7 @@ EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
     "POST /p/<token>/programs/<int:program_id>/enrol": (404, 302, 404, 404, 404),
     "POST /p/<token>/programs/<int:program_id>/withdraw": (404, 302, 404, 404, 404),
     "GET /pulse/<token>": (404, 200, 404, 404, 404),
+    "GET /pulse/<token>/<int:score>": (404, 200, 404, 404, 404),
     "GET /u/<token>": (404, 200, 404, 404, 404),
     "POST /u/<token>": (404, 200, 404, 404, 404),
     # Probes, metrics (open unless METRICS_TOKEN is set), static files and the root redirect.
@@ -265,7 +279,9 @@ def _enrolment_id(client, tenant, program_id: int | None = None) -> int:  # noqa
 
 def _session_id(client, tenant, program_id: int | None = None) -> int:  # noqa: ANN001
     program_id = program_id or _program_id(client, tenant)
-    body = {"title": "Access check", "starts_at": "2026-12-01T10:00:00Z", "duration_minutes": 30}
+    # Started yesterday, so that attendance can be marked and removed.
+    starts_at = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    body = {"title": "Access check", "starts_at": starts_at, "duration_minutes": 30}
     return client.post(f"/api/v1/programs/{program_id}/sessions", json=body, headers=tenant.headers).get_json()["id"]
 
 
@@ -308,6 +324,7 @@ RESOURCE_FACTORIES: dict[str, Callable] = {
     "run_id": _run_id,
     "send_id": _send_id,
     "suppression_id": _suppression_id,
+    "score": lambda client, tenant: 4,
     "area": lambda client, tenant: "articles",
     "key": lambda client, tenant: "1700000000.M1P1.mailbox",
 }
@@ -342,7 +359,9 @@ def _link(purpose: str, secret: str, employee: Employee, org_id: int, article_id
     if purpose == "unsubscribe":
         return digest_render.unsubscribe_token(secret, employee)
     if purpose == "pulse":
-        return digest_render.pulse_token(secret, employee, "2026-W48", 4)
+        return digest_render.pulse_token(secret, employee, "2026-W48")
+    if purpose == "pulse-with-score":  # links sent before the score moved into the path
+        return digest_render._sign(secret, digest_render.PULSE_PURPOSE, employee, False, w="2026-W48", s=4)
     if purpose == "article":
         return articles.article_link_token(secret, org_id, article_id, employee.id)
     if purpose == "invite":
@@ -351,6 +370,8 @@ def _link(purpose: str, secret: str, employee: Employee, org_id: int, article_id
 
 
 def _link_purpose(rule: Rule) -> str:
+    if rule.rule == "/pulse/<token>":
+        return "pulse-with-score"
     for prefix, purpose in (("/p/", "preferences"), ("/u/", "unsubscribe"), ("/pulse/", "pulse"), ("/a/", "article"),
                             ("/console/invite/", "invite")):
         if rule.rule.startswith(prefix):
@@ -435,6 +456,10 @@ def _row(client, app, rule: Rule, target) -> Row:  # noqa: ANN001
         # So that withdrawing (by the employee, or of the rule's employee) has something to withdraw.
         for enrolled in {employee_id, values.get("employee_id")} - {None}:
             _enrol(client, target, values["program_id"], enrolled)
+    if "session_id" in values and "employee_id" in values:
+        # So that removing the rule's employee's attendance has something to remove.
+        path = f"/api/v1/programs/{values['program_id']}/sessions/{values['session_id']}/attendance"
+        client.post(path, json={"employee_id": values["employee_id"]}, headers=target.headers)
     article_id = _published_article_id(client, target) if rule.rule.startswith("/a/") else 0
     with app.extensions["wellbeing.db"].session(target.org_id) as session:
         employee = session.get(Employee, employee_id)
@@ -519,7 +544,7 @@ def test_a_genuine_link_of_another_organisation_reaches_nothing_of_a(app, client
         session.expunge(outsider)
     checked = 0
     for rule, method in all_rules(app):
-        ids = [name for name in rule.arguments if name != "token"]
+        ids = [name for name in rule.arguments if name.endswith("_id")]
         if "token" not in rule.arguments or not ids:
             continue
         path = rule.rule.replace("<token>", _link(_link_purpose(rule), secret, outsider, other_tenant.org_id, None))

@@ -15,9 +15,9 @@ from services.web.forms import EmptyForm
 from services.web.session import console_roles
 from services.web.views import bp
 from shared.db import utcnow
-from shared.domain import accounts, program_sessions
+from shared.domain import accounts, program_sessions, programs
 from shared.domain.digest_schedule import zone
-from shared.errors import DomainError
+from shared.errors import Conflict, DomainError, InvalidInput
 from shared.models import Employee, Enrolment, EnrolmentStatus, Program, Role
 from shared.schemas.common import validate_timezone
 
@@ -61,6 +61,7 @@ def _values(form: SessionForm) -> dict:
 @bp.post("/programs/<int:program_id>/sessions")
 @console_roles(Role.HR_ADMIN)
 def program_session_add(program_id: int):
+    programs.get_program(context.get_session(), program_id)  # another organisation's program: 404 before the form
     form = SessionForm(prefix="session")
     if form.validate_on_submit():
         try:
@@ -108,7 +109,7 @@ def program_session_mark(program_id: int, session_id: int, employee_id: int):
         abort(400)
     try:
         program_sessions.mark_attended(context.get_session(), current_user.user, program_id, session_id, employee_id)
-    except DomainError as error:
+    except (Conflict, InvalidInput) as error:  # NotFound (e.g. another organisation's ids) stays a 404
         context.get_session().rollback()
         flash(error.detail, "error")
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from shared.schemas.common import PageQuerySchema, StrictSchema
+from shared.schemas.common import Id, PageQuerySchema, StrictSchema
 from shared.schemas.employees import EnrolmentEmployeeSchema
 
 _join_url = fields.String(
@@ -46,7 +46,7 @@ class ProgramSessionQuerySchema(PageQuerySchema):
 
 
 class AttendanceRequestSchema(StrictSchema):
-    employee_id = fields.Integer(required=True, metadata={"description": "An employee enrolled in the program"})
+    employee_id = Id(required=True, metadata={"description": "An employee enrolled in the program"})
 
 
 class AttendanceSchema(ma.Schema):
