@@ -33,7 +33,7 @@ def _person(db, tenant, consent: bool, article_id: int | None = None) -> int:  #
 
 def _pulse_url(db, tenant, settings, employee_id: int, score: int, preview: bool = False) -> str:  # noqa: ANN001
     with db.session(tenant.org_id) as s:
-        return f"/pulse/{digest_render.pulse_token(settings.secret_key, s.get(Employee, employee_id), WEEK, score, preview)}"
+        return f"/pulse/{digest_render.pulse_token(settings.secret_key, s.get(Employee, employee_id), WEEK, preview)}/{score}"
 
 
 def test_digest_link_records_one_click_per_digest_only_with_consent(client, db, tenant, settings):

@@ -70,6 +70,9 @@ def _seed(client, db, tenant) -> dict[str, int]:  # noqa: ANN001
         employees.append(post("/api/v1/employees", body)["id"])
     program = post("/api/v1/programs", {"name": "Sleep better", "status": "open", "capacity": 3, "topics": ["sleep"]})
     enrolments = post(f"/api/v1/programs/{program['id']}/enrolments", {"employee_ids": employees[:4]})["items"]
+    started = (activity.utcnow() - timedelta(days=1)).isoformat()
+    program_session = post(f"/api/v1/programs/{program['id']}/sessions", {"title": "Wind down", "starts_at": started, "duration_minutes": 45})
+    post(f"/api/v1/programs/{program['id']}/sessions/{program_session['id']}/attendance", {"employee_id": employees[0]})
     csv = b"external_id,email,first_name,last_name,department,team,manager_external_id,timezone\nI1,i1@example.com,Imp,One,Ops,Red,,UTC\n"
     job = _ok(client.post("/api/v1/employees/import", data=csv, headers={**h, "Content-Type": "text/csv"}))
     run = post("/api/v1/digests/runs", {"week": "2026-W48"})
@@ -90,7 +93,7 @@ def _seed(client, db, tenant) -> dict[str, int]:  # noqa: ANN001
     return {
         "token_id": spare_token, "user_id": manager["id"], "partner_id": partner["id"], "topic_id": topic["id"],
         "article_id": articles[0], "employee_id": employees[0], "job_id": job["id"], "program_id": program["id"],
-        "enrolment_id": enrolments[0]["id"], "run_id": run["id"], "send_id": sends[0]["id"], "suppression_id": suppression_id,
+        "enrolment_id": enrolments[0]["id"], "session_id": program_session["id"], "run_id": run["id"], "send_id": sends[0]["id"], "suppression_id": suppression_id,
     }
 
 

@@ -47,8 +47,8 @@ def _resolve(command: list[str]) -> tuple[click.Command, list[str]]:
 
 
 def test_the_expected_services_exist():
-    assert {"postgres", "redis", "mailpit", "migrate", "api", "worker-digests", "worker-reports", "worker-default", "beat", "flower"} <= set(SERVICES)
-    assert set(APP_SERVICES) == {"migrate", "api", "worker-digests", "worker-reports", "worker-default", "beat"}
+    assert {"postgres", "redis", "mailpit", "migrate", "api", "worker-digests", "worker-reports", "worker-default", "beat", "mail-inbound", "flower"} <= set(SERVICES)
+    assert set(APP_SERVICES) == {"migrate", "api", "worker-digests", "worker-reports", "worker-default", "beat", "mail-inbound"}
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))

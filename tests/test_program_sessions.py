@@ -39,6 +39,9 @@ def test_session_crud_and_validation(client, tenant):
     response = client.post(f"{API}/programs/{program['id']}/sessions", json=bad, headers=tenant.headers)
     assert response.status_code == 422 and response.mimetype == "application/problem+json"
     assert {e["field"] for e in response.get_json()["errors"]} >= {"title", "starts_at", "duration_minutes", "join_url"}
+    unparseable = {"title": "Online", "starts_at": "2026-12-01T18:00:00Z", "duration_minutes": 30, "join_url": "https://[meet.example.com/x"}
+    response = client.post(f"{API}/programs/{program['id']}/sessions", json=unparseable, headers=tenant.headers)
+    assert response.status_code == 422 and [e["field"] for e in response.get_json()["errors"]] == ["join_url"]
 
     patched = client.patch(f"{API}/programs/{program['id']}/sessions/{created['id']}",
                            json={"title": "Week 1: form and breathing", "starts_at": "2026-12-01T19:00:00+01:00"}, headers=tenant.headers)

@@ -19,7 +19,6 @@ from shared.domain.programs import get_program
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.models import (
     ActivityEvent,
-    ActivityLine,
     Employee,
     Enrolment,
     EnrolmentStatus,
@@ -34,6 +33,14 @@ MAX_DURATION_MINUTES = 24 * 60
 DIGEST_HORIZON = timedelta(days=14)
 
 
+def _is_web_address(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def _check_session(data: dict) -> None:
     errors: dict[str, list[str]] = {}
     if not (data.get("title") or "").strip():
@@ -45,7 +52,7 @@ def _check_session(data: dict) -> None:
     if not isinstance(duration, int) or not 1 <= duration <= MAX_DURATION_MINUTES:
         errors["duration_minutes"] = [f"Must be from 1 to {MAX_DURATION_MINUTES} minutes."]
     url = data.get("join_url") or ""
-    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+    if url and not _is_web_address(url):
         errors["join_url"] = ["Must be an http:// or https:// address."]
     if data.get("capacity") is not None and data["capacity"] < 1:
         errors["capacity"] = ["Must be at least 1 (or empty for no limit)."]
@@ -172,7 +179,6 @@ def _retract_activity(session: Session, session_id: int, employee_id: int) -> No
     event = session.scalar(select(ActivityEvent).where(ActivityEvent.event_id == _activity_event_id(session_id, employee_id)))
     if event is None:
         return
-    session.execute(delete(ActivityLine).where(ActivityLine.event_pk == event.id).execution_options(synchronize_session=False))
     week = event.iso_week
     session.delete(event)
     session.flush()
