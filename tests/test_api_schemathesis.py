@@ -11,7 +11,6 @@ import uuid
 from collections import Counter
 from datetime import timedelta
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
