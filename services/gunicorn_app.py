@@ -53,10 +53,12 @@ def serve(settings: Settings, host: str, port: int, *, workers: int | None = Non
             "timeout": 60,
             "graceful_timeout": 30,
             "keepalive": 5,
-            # Recycle each worker after about a thousand requests, at staggered times
-            # (jitter) so they never all restart at once: bounds slow memory growth.
-            "max_requests": 1000,
-            "max_requests_jitter": 200,
+            # Recycle each worker after about 20,000 requests, at staggered times (jitter)
+            # so they never all restart at once: bounds slow memory growth. Not much
+            # sooner: a restart re-imports the app (about a second of CPU), and at a few
+            # hundred requests/s a low limit restarts a worker every few seconds.
+            "max_requests": 20000,
+            "max_requests_jitter": 2000,
             "preload_app": False,
             "accesslog": None,
             "errorlog": "-",
