@@ -55,10 +55,22 @@ def api(host: str, port: int) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run a Celery worker (production process); extra arguments go to Celery."""
+    """Run a Celery worker (production process); extra arguments go to Celery.
+    With WORKER_METRICS_BIND set it serves its pool's task metrics there."""
+    settings = _settings(PRODUCTION_PROCESS_DEFAULT_ENV)
+    if settings.worker_metrics_bind:
+        from services.gunicorn_app import prepare_metrics_dir
+
+        host, port = settings.worker_metrics_bind
+        # A folder of its own: the pool's processes write their samples there.
+        prepare_metrics_dir(settings.data_dir / f"prometheus-worker-{port}")
     from workers.celery_app import configure
 
-    app = configure(_settings(PRODUCTION_PROCESS_DEFAULT_ENV))
+    app = configure(settings)
+    if settings.worker_metrics_bind:
+        from shared.metrics import serve_pool_metrics
+
+        serve_pool_metrics(*settings.worker_metrics_bind)
     app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
 
 

@@ -28,8 +28,14 @@ class WellbeingServer(BaseApplication):
 
 
 def _prepare_metrics_dir(settings: Settings) -> None:
-    """Workers share metrics through files; start each server with an empty folder."""
-    directory = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "prometheus")))
+    prepare_metrics_dir(Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "prometheus"))))
+
+
+def prepare_metrics_dir(directory: Path) -> None:
+    """Processes of one server (gunicorn's workers, a Celery worker's pool) share metrics
+    through files in ``directory``: start each server with it empty. Call it before
+    anything imports prometheus_client, which reads the variable at import."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)

@@ -54,6 +54,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, str]:
         "WELLBEING_DIGEST_RETRY_MAX_SECONDS": "3600",
         "MAIL_INBOUND_DOMAIN": "",
         "MAIL_INBOUND_BIND": "127.0.0.1:2525",
+        "WORKER_METRICS_BIND": "",
     }
 
 
@@ -93,6 +94,8 @@ class Settings:
     mail_inbound_domain: str = ""
     mail_inbound_host: str = "127.0.0.1"
     mail_inbound_port: int = 2525
+    # Where ``wellbeing worker`` serves its pool's Prometheus metrics (None: not served).
+    worker_metrics_bind: tuple[str, int] | None = None
 
     @property
     def is_production(self) -> bool:
@@ -197,6 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         ratelimit_storage = raw["BROKER_URL"] if raw["BROKER_URL"].startswith("redis") else "memory://"
 
     inbound_host, inbound_port = _parse_bind("MAIL_INBOUND_BIND", raw["MAIL_INBOUND_BIND"])
+    worker_metrics_bind = _parse_bind("WORKER_METRICS_BIND", raw["WORKER_METRICS_BIND"]) if raw["WORKER_METRICS_BIND"] else None
     inbound_domain = raw["MAIL_INBOUND_DOMAIN"].strip().lower()
     if inbound_domain and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", inbound_domain):
         raise ConfigError("MAIL_INBOUND_DOMAIN", f"must be a domain name, got {raw['MAIL_INBOUND_DOMAIN']!r}")
@@ -224,4 +228,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         mail_inbound_domain=inbound_domain,
         mail_inbound_host=inbound_host,
         mail_inbound_port=inbound_port,
+        worker_metrics_bind=worker_metrics_bind,
     )

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client import multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
@@ -70,6 +70,15 @@ class OperationalState:
         except Exception as error:  # noqa: BLE001 - a broker outage must not break the scrape (/readyz reports it)
             log.warning("queue depth unavailable: %s", type(error).__name__)
             return None
+
+
+def serve_pool_metrics(host: str, port: int) -> None:
+    """Serve the sum of this process's and its children's samples (a Celery worker's
+    pool, written to PROMETHEUS_MULTIPROC_DIR) at http://host:port/, from a thread of
+    the main process; the API's /metrics runs in other processes, often other hosts."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def render(*live: OperationalState) -> tuple[bytes, str]:
