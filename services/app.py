@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = DepthLimitedJSONProvider(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),  # console sessions survive a key rotation
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from shared import security
+
 DEFAULT_SECRET_KEY = "dev-only-insecure-secret-key-change-me"
 ENVIRONMENTS = ("development", "testing", "production")
 
@@ -55,6 +57,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, str]:
         "MAIL_INBOUND_DOMAIN": "",
         "MAIL_INBOUND_BIND": "127.0.0.1:2525",
         "WORKER_METRICS_BIND": "",
+        "SECRET_KEY_FALLBACKS": "",
     }
 
 
@@ -94,6 +97,8 @@ class Settings:
     mail_inbound_domain: str = ""
     mail_inbound_host: str = "127.0.0.1"
     mail_inbound_port: int = 2525
+    # Retired secret keys, still accepted when checking signed links and sessions.
+    secret_key_fallbacks: tuple[str, ...] = ()
     # Where ``wellbeing worker`` serves its pool's Prometheus metrics (None: not served).
     worker_metrics_bind: tuple[str, int] | None = None
 
@@ -187,6 +192,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         raise ConfigError("SECRET_KEY", "must be at least 16 characters long")
     if raw["WELLBEING_ENV"] == "production" and raw["SECRET_KEY"] == DEFAULT_SECRET_KEY:
         raise ConfigError("SECRET_KEY", "is the development default; set a random value in production")
+    fallbacks = tuple(key.strip() for key in raw["SECRET_KEY_FALLBACKS"].split(",") if key.strip())
+    if any(len(key) < 16 for key in fallbacks):
+        raise ConfigError("SECRET_KEY_FALLBACKS", "each key (comma-separated) must be at least 16 characters long")
+    # Every process loads its settings here, so every signer and verifier sees them.
+    security.accept_fallback_keys(raw["SECRET_KEY"], fallbacks)
     ttl = _positive_int("TOKEN_TTL_HOURS", raw["TOKEN_TTL_HOURS"])
     if raw["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
@@ -229,4 +239,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, environment: str | No
         mail_inbound_host=inbound_host,
         mail_inbound_port=inbound_port,
         worker_metrics_bind=worker_metrics_bind,
+        secret_key_fallbacks=fallbacks,
     )

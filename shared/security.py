@@ -46,11 +46,27 @@ def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+# Retired SECRET_KEYs (SECRET_KEY_FALLBACKS) by the current key: links signed before a
+# rotation keep working while their old key is listed. Filled by shared.config.load_settings.
+_fallback_keys: dict[str, tuple[str, ...]] = {}
+
+
+def accept_fallback_keys(secret_key: str, fallbacks: tuple[str, ...]) -> None:
+    _fallback_keys[secret_key] = fallbacks
+
+
+def verification_keys(secret_key: str) -> list[str]:
+    """Keys a signature may have been made with, oldest first, the current one last."""
+    return [*_fallback_keys.get(secret_key, ()), secret_key]
+
+
 class LinkSigner:
-    """Signs the payload of a link (invitation, employee link) for one purpose."""
+    """Signs the payload of a link (invitation, employee link) for one purpose with the
+    current key; verifies with it and with the retired keys still accepted."""
 
     def __init__(self, secret_key: str, purpose: str):
-        self._serializer = URLSafeTimedSerializer(secret_key, salt=f"wellbeing.{purpose}")
+        # itsdangerous signs with the last key of the list and verifies with each.
+        self._serializer = URLSafeTimedSerializer(verification_keys(secret_key), salt=f"wellbeing.{purpose}")
 
     def sign(self, payload: Any) -> str:
         return self._serializer.dumps(payload)

@@ -32,6 +32,8 @@ def test_embedded_defaults_are_valid(tmp_path):
         ("TOKEN_TTL_HOURS", "0"),
         ("WEB_CONCURRENCY", "many"),
         ("LOG_LEVEL", "LOUD"),
+        ("SECRET_KEY_FALLBACKS", "an-old-key-long-enough-0123,short"),
+        ("WORKER_METRICS_BIND", "9808"),
     ],
 )
 def test_bad_value_names_the_variable(variable, value):

@@ -210,7 +210,7 @@ def read_unsubscribe_address(settings: Settings, address: str, today: date | Non
     if mailbox != UNSUBSCRIBE_MAILBOX or domain.lower() != inbound_domain(settings):
         return None
     body, _, mac = token.rpartition("-")
-    if not hmac.compare_digest(mac.encode(), _mailto_mac(settings.secret_key, body).encode()):
+    if not any(hmac.compare_digest(mac.encode(), _mailto_mac(key, body).encode()) for key in security.verification_keys(settings.secret_key)):
         return None
     fields = body.split("-")
     if len(fields) not in (4, 5) or not all(f.isdigit() for f in fields[:4]) or fields[4:] not in ([], ["t"]):
