@@ -294,3 +294,21 @@ def console_login(page, live_server):  # noqa: ANN001
         return page
 
     return _login
+
+
+# What tests marked ``prints_counts`` printed (schemathesis requests, fault-injection and
+# scale-out counts): pytest captures it, and the issues ask CI to show it.
+_PRINTED_COUNTS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report) -> None:  # noqa: ANN001
+    if report.when == "call" and "prints_counts" in report.keywords and report.capstdout:
+        _PRINTED_COUNTS.append((report.nodeid, report.capstdout))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    if _PRINTED_COUNTS:
+        terminalreporter.section("counts printed by tests")
+        for nodeid, output in _PRINTED_COUNTS:
+            terminalreporter.write_line(nodeid)
+            terminalreporter.write(output.lstrip("\n"))

@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
@@ -101,6 +102,7 @@ def _fresh_token(db, tenant) -> str:  # noqa: ANN001
         return accounts.issue_token(session, session.get(accounts.User, tenant.admin_id), timedelta(hours=1)).token
 
 
+@pytest.mark.prints_counts
 def test_every_operation_answers_as_documented(app, client, db, tenant):
     ids = _seed(client, db, tenant)
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)

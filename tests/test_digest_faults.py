@@ -160,6 +160,7 @@ def _private_broker(settings, tmp_path: Path) -> str:  # noqa: ANN001
     return f"sqla+sqlite:///{tmp_path / 'broker.db'}"
 
 
+@pytest.mark.prints_counts
 def test_sigkilled_workers_are_recovered(db, settings, tenant, smtp_sink, tmp_path):
     run_settings = make_settings(settings.database_url, _private_broker(settings, tmp_path), smtp_sink.port)
     publisher = Publisher(run_settings.broker_url)
@@ -194,6 +195,7 @@ def test_sigkilled_workers_are_recovered(db, settings, tenant, smtp_sink, tmp_pa
         publisher.close()
 
 
+@pytest.mark.prints_counts
 @pytest.mark.skipif(TEST_DB != "postgresql", reason="Redis restart: PostgreSQL + Redis pass only")
 def test_redis_restart_mid_run(db, settings, tenant, smtp_sink, tmp_path):
 
@@ -253,6 +255,7 @@ def test_redis_restart_mid_run(db, settings, tenant, smtp_sink, tmp_path):
         publisher.close()
 
 
+@pytest.mark.prints_counts
 def test_smtp_temporary_errors_and_dropped_connections(db, settings, tenant, tmp_path):
 
     rng = random.Random(6)

@@ -174,6 +174,7 @@ def _task_totals(publisher: Publisher, nodes: list[str]) -> dict[str, Counter]:
     return {node: Counter(stats.get(node, {}).get("total", {})) for node in nodes}
 
 
+@pytest.mark.prints_counts
 @pytest.mark.parametrize("topology", ["process-groups", "network-namespaces"])
 def test_digest_and_report_work_splits_across_two_hosts(topology, db, settings, make_tenant, tmp_path):
     if topology == "network-namespaces" and (reason := _netns_unavailable()):

@@ -20,6 +20,7 @@ EMPLOYEES = 1200
 STOPS = 2
 
 
+@pytest.mark.prints_counts
 def test_sigterm_mid_run_loses_and_repeats_nothing(db, settings, tenant, smtp_sink, tmp_path):
     run_settings = make_settings(settings.database_url, shared_broker(settings, tmp_path), smtp_sink.port)
     env = worker_env(run_settings)
