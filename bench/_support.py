@@ -15,10 +15,14 @@ def free_port() -> int:
 
 
 def prepare_database(admin_url: str | None, workdir: Path) -> tuple[str, Callable[[], None]]:
-    """A fresh database URL and a function that drops it: a new PostgreSQL database
-    from ``admin_url``, or a SQLite file in ``workdir`` when no URL is given."""
+    """A fresh, migrated database's URL and a function that drops it: a new PostgreSQL
+    database from ``admin_url``, or a SQLite file in ``workdir`` when no URL is given."""
+    from shared.migrate import upgrade
+
     if not admin_url:
-        return f"sqlite:///{workdir / 'bench.db'}", lambda: None
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        upgrade(url)
+        return url, lambda: None
     from sqlalchemy import create_engine, text
 
     name = f"wellbeing_bench_{uuid.uuid4().hex[:8]}"
@@ -31,7 +35,13 @@ def prepare_database(admin_url: str | None, workdir: Path) -> tuple[str, Callabl
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
-    return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(url)
+    except BaseException:
+        drop()
+        raise
+    return url, drop
 
 
 def create_org_with_token(database_url: str, name: str, admin_email: str) -> tuple[int, str]:

@@ -30,10 +30,8 @@ from shared.config import load_settings  # noqa: E402
 
 def seed(database_url: str, users: int) -> str:
     from shared.db import Database
-    from shared.migrate import upgrade
     from shared.models import Role, User
 
-    upgrade(database_url)
     org_id, token = create_org_with_token(database_url, "Bench Ltd", "bench-admin@example.com")
     db = Database(database_url)
     with db.session(org_id) as session:

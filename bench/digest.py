@@ -164,7 +164,6 @@ def main() -> None:
 
     from shared.config import load_settings
     from shared.db import Database
-    from shared.migrate import upgrade
 
     workdir = Path(tempfile.mkdtemp(prefix="wellbeing-bench-digest-"))
     database_url, drop = prepare_database(args.database_url, workdir)
@@ -176,7 +175,6 @@ def main() -> None:
     port = free_port()
     sink = start_sink(port)
     try:
-        upgrade(database_url)
         settings = load_settings({"DATABASE_URL": database_url, "BROKER_URL": broker, "SMTP_URL": f"smtp://127.0.0.1:{port}",
                                   "MAIL_FROM": "Wellbeing <wellbeing@bench.example>", "PUBLIC_URL": "http://wellbeing.bench",
                                   "SECRET_KEY": "bench-secret-key-0123456789abcdef", "WELLBEING_ENV": "testing", "LOG_LEVEL": "WARNING",

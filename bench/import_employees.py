@@ -102,13 +102,11 @@ def main() -> None:
     from shared.db import Database
     from shared.domain import accounts
     from shared.domain.employee_import import ImportOptions, import_employees
-    from shared.migrate import upgrade
     from shared.models import ImportMode
 
     with tempfile.TemporaryDirectory() as tmp:
         url, drop = prepare_database(args.pg_url, Path(tmp))
         try:
-            upgrade(url)
             database = Database(url)
             with database.session(unscoped=True) as session:
                 org_id = accounts.create_organisation(session, "Bench Ltd", "bench@example.com", "correct-horse-battery").id

@@ -43,7 +43,6 @@ from bench._load import Call, LoadRun  # noqa: E402
 from bench._support import create_org_with_token, free_port, prepare_database  # noqa: E402
 from services.dev import _stop as stop_children  # noqa: E402
 from services.dev import _wait_ready as wait_ready  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
 
 DEPARTMENTS = ["Sales", "Engineering", "Operations", "Finance", "People"]
 IMPORT_COLUMNS = "external_id,email,first_name,last_name,department,team,manager_external_id,timezone,digest_opt_in"
@@ -134,7 +133,6 @@ def main() -> None:
     children: list[tuple[str, subprocess.Popen]] = []
     failures: list[str] = []
     try:
-        upgrade(database_url)
         _org_id, token = create_org_with_token(database_url, "Load Test Ltd", "hr@load.example")
         smtp = ["-m", "services.smtp_sink", "--host", "127.0.0.1", "--port", str(smtp_port), "--maildir", str(workdir / "mail")]
         children.append(spawn("smtp-sink", smtp, env, workdir))

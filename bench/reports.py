@@ -157,12 +157,10 @@ def main() -> None:
 
     from shared.db import Database
     from shared.domain import accounts, activity, reports
-    from shared.migrate import upgrade
 
     with tempfile.TemporaryDirectory() as workdir:
         url, drop = prepare_database(args.pg_url, Path(workdir))
         try:
-            upgrade(url)
             db = Database(url)
             with db.session(unscoped=True) as s:
                 org_id = accounts.create_organisation(s, "Bench Ltd", "hr@bench.example", "correct-horse-battery").id

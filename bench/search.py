@@ -136,13 +136,11 @@ def main() -> None:
 
     from shared.db import Database
     from shared.domain import accounts, articles
-    from shared.migrate import upgrade
 
     rng = random.Random(20261125)
     database_url, drop = prepare_database(args.database_url, Path(tempfile.mkdtemp(prefix="wellbeing-bench-search-")))
     database = None
     try:
-        upgrade(database_url)
         database = Database(database_url)
         with database.session(unscoped=True) as session:
             org_id = accounts.create_organisation(session, "Bench org", "bench@example.com", "bench-password-123").id

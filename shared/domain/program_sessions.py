@@ -33,6 +33,15 @@ MAX_DURATION_MINUTES = 24 * 60
 DIGEST_HORIZON = timedelta(days=14)
 
 
+def _normalised(field: str, value):  # noqa: ANN001, ANN202
+    """A checked session field as stored: titles trimmed, start times in UTC."""
+    if field == "title":
+        return value.strip()
+    if field == "starts_at":
+        return value.astimezone(timezone.utc)
+    return value
+
+
 def _is_web_address(url: str) -> bool:
     try:
         parts = urlsplit(url)
@@ -79,9 +88,7 @@ def create_session(session: Session, actor: User, program_id: int, data: dict) -
     program = get_program(session, program_id)
     values = {"location": "", "join_url": "", "capacity": None} | {k: v for k, v in data.items() if k in SESSION_FIELDS}
     _check_session(values)
-    values["title"] = values["title"].strip()
-    values["starts_at"] = values["starts_at"].astimezone(timezone.utc)
-    row = ProgramSession(program_id=program.id, **values)
+    row = ProgramSession(program_id=program.id, **{k: _normalised(k, v) for k, v in values.items()})
     session.add(row)
     session.flush()
     audit.record(session, actor, "program_session.created", "program_session", row.id, {"program_id": program.id})
@@ -93,9 +100,8 @@ def update_session(session: Session, actor: User, program_id: int, session_id: i
     merged = {f: getattr(row, f) for f in SESSION_FIELDS} | changes
     _check_session(merged)
     changed = sorted(k for k, v in changes.items() if getattr(row, k) != v)
-    normalise = {"title": str.strip, "starts_at": lambda v: v.astimezone(timezone.utc)}
     for key in changed:
-        setattr(row, key, normalise.get(key, lambda v: v)(changes[key]))
+        setattr(row, key, _normalised(key, changes[key]))
     if changed:
         audit.record(session, actor, "program_session.updated", "program_session", row.id, {"program_id": program_id, "fields": changed})
     return row
