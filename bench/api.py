@@ -28,6 +28,76 @@ from bench._support import create_org_with_token, free_port, prepare_database  #
 from shared.config import load_settings  # noqa: E402
 
 
+def _cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU time the processes have used so far (from /proc)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    tree = {root}
+    while grown := {pid for pid, parent in parents.items() if parent in tree} - tree:
+        tree |= grown
+    return tree
+
+
+class CpuMeter:
+    """CPU time the server's processes and the database's backends spend per request:
+    unlike requests/s it does not change with what else the machine runs."""
+
+    def __init__(self, server_pid: int, database_url: str):
+        self._server_pid = server_pid
+        self._database = None
+        if not database_url.startswith("sqlite"):
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import NullPool
+
+            self._database = create_engine(database_url, poolclass=NullPool)
+        # path -> [requests, server CPU seconds, database CPU seconds]
+        self._totals: dict[str, list[float]] = {}
+
+    def _backends(self) -> set[int]:
+        if self._database is None:
+            return set()
+        from sqlalchemy import text
+
+        with self._database.connect() as c:
+            return set(c.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalars())
+
+    def measure(self, run) -> LoadResult:  # noqa: ANN001
+        server, backends = _process_tree(self._server_pid), self._backends()
+        server_before, backends_before = _cpu_seconds(server), _cpu_seconds(backends)
+        result = run()
+        backends |= self._backends()
+        server_after, backends_after = _cpu_seconds(server), _cpu_seconds(backends)
+        # Backends that opened during the run count from zero.
+        totals = self._totals.setdefault(result.path, [0, 0.0, 0.0])
+        totals[0] += result.requests
+        totals[1] += server_after - server_before
+        totals[2] += backends_after - backends_before
+        return result
+
+    def line(self, path: str) -> str:
+        requests, server, database = self._totals[path]
+        return f"{path:<40} CPU per request: server {server * 1000 / requests:5.2f} ms  database {database * 1000 / requests:5.2f} ms"
+
+    def total_ms(self, path: str) -> float:
+        requests, server, database = self._totals[path]
+        return (server + database) * 1000 / requests
+
+
 def seed(database_url: str, users: int) -> str:
     from shared.db import Database
     from shared.models import Role, User
@@ -88,9 +158,10 @@ def main() -> None:
         run_load(base, list_path, headers, seconds=2)
         # Alternating short rounds: load from other processes on the machine then
         # falls on both endpoints alike instead of on whichever ran second.
+        cpu = CpuMeter(server.pid, database_url)
         for _ in range(args.rounds):
-            health_runs.append(run_load(base, "/healthz", seconds=args.seconds / args.rounds))
-            list_runs.append(run_load(base, list_path, headers, seconds=args.seconds / args.rounds))
+            health_runs.append(cpu.measure(lambda: run_load(base, "/healthz", seconds=args.seconds / args.rounds)))
+            list_runs.append(cpu.measure(lambda: run_load(base, list_path, headers, seconds=args.seconds / args.rounds)))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -107,6 +178,9 @@ def main() -> None:
     p99 = listing.percentile(99) / health.percentile(99)
     print(f"ratio list/healthz throughput: {throughput:.2f} (target >= 0.40)  p99: {p99:.2f}x (target < 5x)")
     print("per round list/healthz:", " ".join(f"{lr.rps / hr.rps:.2f}" for hr, lr in zip(health_runs, list_runs)))
+    print(cpu.line(health.path))
+    print(cpu.line(listing.path))
+    print(f"ratio of CPU per request healthz/list: {cpu.total_ms(health.path) / cpu.total_ms(listing.path):.2f} (the throughput ratio on a machine where the server and database have the CPU)")
     if health.errors or listing.errors:
         sys.exit("errors during the run")
 
