@@ -456,7 +456,7 @@ def _validate(sql: _Sql, params: dict, options: ImportOptions, ncols: int) -> No
     """, params)
     sql.drop("import_rows")
     sql.index("import_checked", "ext")
-    sql.analyze("import_checked", "ext, email, mgr, bad")
+    sql.analyze("import_checked", "ext, email, mgr, bad, emp_id")
     sql.create("import_errors", "(line integer, col text, kind text, message text, seq integer)")
 
     # Rows with the wrong number of fields, then every other per-row check, evaluated only
@@ -583,7 +583,7 @@ def _apply(sql: _Sql, params: dict, options: ImportOptions, actor: User | None, 
     sql.create("import_apply", f"""
         SELECT t.line, t.ext, t.emp_id, {new_id} AS id, t.email, t.first_name, t.last_name, t.department, t.team, t.mgr, t.tz,
                t.locale, t.opt_in, CASE WHEN t.emp_id IS NULL THEN NULL ELSE {fields} END AS fields
-        FROM import_checked t LEFT JOIN employees e ON e.id = t.emp_id
+        FROM import_checked t LEFT JOIN employees e ON e.org_id = :org AND e.id = t.emp_id
         WHERE t.bad = 0""", params)
     created, updated, unchanged = sql.run("""SELECT coalesce(sum(CASE WHEN emp_id IS NULL THEN 1 ELSE 0 END), 0),
                                                     coalesce(sum(CASE WHEN fields <> '' THEN 1 ELSE 0 END), 0),
