@@ -585,6 +585,8 @@ def _apply(sql: _Sql, params: dict, options: ImportOptions, actor: User | None, 
                t.locale, t.opt_in, CASE WHEN t.emp_id IS NULL THEN NULL ELSE {fields} END AS fields
         FROM import_checked t LEFT JOIN employees e ON e.org_id = :org AND e.id = t.emp_id
         WHERE t.bad = 0""", params)
+    # (Statistics: with none, the planner sorted both sides of the manager join to disk at 1,000,000 rows.)
+    sql.analyze("import_apply", "ext, mgr, emp_id")
     created, updated, unchanged = sql.run("""SELECT coalesce(sum(CASE WHEN emp_id IS NULL THEN 1 ELSE 0 END), 0),
                                                     coalesce(sum(CASE WHEN fields <> '' THEN 1 ELSE 0 END), 0),
                                                     coalesce(sum(CASE WHEN fields = '' THEN 1 ELSE 0 END), 0) FROM import_apply""").one()
