@@ -186,7 +186,8 @@ def main() -> None:
                 cursor.execute("ANALYZE written")
                 raw.commit()
                 started = time.perf_counter()
-                cursor.execute("SET LOCAL jit = off")
+                cursor.execute("SET LOCAL jit = off")  # the import's own settings
+                cursor.execute("SET LOCAL work_mem = '64MB'")
                 cursor.execute(
                     "INSERT INTO employees (id, org_id, external_id, email, first_name, last_name, department, team, manager_external_id,"
                     " manager_id, timezone, locale, status, digest_consent, digest_topics, created_at, updated_at)"
