@@ -315,6 +315,18 @@ def test_long_cycle_and_its_tail_through_existing_employees(client, tenant, db):
     assert links["E0"] is None and links["E9"] == "E2"
 
 
+def test_cycle_closed_by_an_unchanged_link_is_rejected(client, tenant, db):
+    """Both new links point to a row higher up the file, but M's unchanged link to X (a
+    later row) closes the cycle A -> M -> X -> A: the walk must still run."""
+    upload(client, tenant, csv_bytes("X,x@example.com,F,L,Eng,Core,,UTC", "M,m@example.com,F,L,Eng,Core,X,UTC"))
+    rows = ["M,m@example.com,F,L,Eng,Core,X,UTC", "A,a@example.com,F,L,Eng,Core,M,UTC", "X,x@example.com,F,L,Eng,Core,A,UTC"]
+    report = upload(client, tenant, csv_bytes(*rows)).get_json()
+    assert [(e["line"], e["kind"]) for e in report["errors"]] == [(2, "manager_cycle"), (3, "manager_cycle"), (4, "manager_cycle")]
+    with db.session(tenant.org_id) as session:
+        links = dict(session.execute(select(Employee.external_id, Employee.manager_external_id)).all())
+    assert links == {"X": None, "M": "X"}
+
+
 def test_atomic_manager_changes_and_new_managers_link_by_id(client, tenant, db):
     upload(client, tenant, csv_bytes(*GOOD))
     rows = [GOOD[0], GOOD[1].replace(",E1,", ",E4,"), GOOD[2], "E4,dee@example.com,Dee,Dean,Eng,Core,E1,UTC"]

@@ -75,9 +75,14 @@ class AuditEvent(TenantOwned, Base):
     """Who did what to whom; holds ids and field names, never the personal data itself."""
 
     __tablename__ = "audit_events"
+    # The one read is a subject's history (the employee page); the CSV import writes one
+    # row per employee, so every index is paid per row (migration 0009_audit_target).
+    __table_args__ = (Index("ix_audit_events_org_id_target_type_target_id", "org_id", "target_type", "target_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now(), index=True)
+    # No index of its own: the subject index leads with it.
+    org_id: Mapped[int] = mapped_column(Integer, ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False)
+    at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     actor_label: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(80))
