@@ -525,6 +525,39 @@ def test_broad_search_ranks_only_the_newest_matches(db, tenant):
         assert not listed.total_is_exact and [a.title for a in listed.items][0] == "Eat your greens" and len(listed.items) == 4
 
 
+def test_windows_of_newest_articles_widen_until_they_hold_more_than_the_cap(db, tenant):
+    # A library larger than the first window (4 x cap newest articles), so search
+    # starts from a window of the newest articles instead of the whole library.
+    cap = 2
+    day = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with db.session(tenant.org_id) as session:
+        matching = {0: "Insomnia, insomnia", 1: "On insomnia", 2: "Insomnia explained", 35: "Evening notes"}
+        ids = {
+            n: _dated_article(session, matching.get(n, f"Greens {n}"), "Insomnia." if n in matching else "Vegetables.", day + timedelta(days=n))
+            for n in range(40)
+        }
+        recent_matches = {n: _dated_article(session, "Evening walk", "A word on walking.", day + timedelta(days=40 + n)) for n in range(3)}
+
+    with db.session(tenant.org_id) as session:
+        # One match among the 8 newest and still one among the 36 newest: widened to
+        # the whole library, where the 2 newest of 4 matches are ranked (title first).
+        sparse = articles.search_articles(session, "insomnia", cap=cap)
+        assert sparse.total == cap and not sparse.total_is_exact
+        assert [a.id for a in sparse.items] == [ids[2], ids[35]]
+        assert articles.search_articles(session, "insomnia", cap=4).total_is_exact
+        # The first window holds more than the cap: its newest matches, ranked.
+        dense = articles.search_articles(session, "walking", cap=cap)
+        assert dense.total == cap and not dense.total_is_exact
+        assert {a.id for a in dense.items} == {recent_matches[1], recent_matches[2]}
+        # Pages are cut from the same ranked list; past the cap they are refused.
+        assert [a.id for a in articles.search_articles(session, "insomnia", page=2, per_page=1, cap=cap).items] == [ids[35]]
+        with pytest.raises(InvalidInput):
+            articles.search_articles(session, "insomnia", page=3, per_page=1, cap=cap)
+        # An exact list past its end is an empty page that still knows its total.
+        past_end = articles.search_articles(session, "insomnia", page=9, per_page=1, cap=4)
+        assert past_end.items == [] and past_end.total == 4 and past_end.total_is_exact
+
+
 def test_pages_stop_at_the_cap(db, tenant):
     day = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with db.session(tenant.org_id) as session:
