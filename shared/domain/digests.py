@@ -365,6 +365,8 @@ class BatchContext:
     today: date
     # program id -> its sessions starting in the next two weeks
     upcoming_sessions: dict[int, list[ProgramSession]] = field(default_factory=dict)
+    # article id -> what every recipient sees of it (filled by render)
+    article_rows: dict[int, dict] = field(default_factory=dict)
 
 
 def batch_context(session: Session, today: date, now: datetime | None = None) -> BatchContext:
@@ -401,7 +403,8 @@ def personalise(settings: Settings, ctx: BatchContext, employee: Employee, iso_w
     program_topics = [t for p in programs for t in (p.topics or [])]
     chosen = digest_render.choose_articles(ctx.candidates, received, employee.digest_topics, program_topics)
     sessions = sorted((s for p in programs for s in ctx.upcoming_sessions.get(p.id, ())), key=lambda s: (s.starts_at, s.id))
-    return digest_render.render(settings, ctx.organisation, employee, iso_week, chosen, programs, ctx.today, preview, sessions)
+    return digest_render.render(settings, ctx.organisation, employee, iso_week, chosen, programs, ctx.today, preview, sessions,
+                                ctx.article_rows)
 
 
 def preview(session: Session, settings: Settings, employee_id: int, iso_week: str | None = None, now: datetime | None = None) -> dict:
@@ -783,6 +786,7 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
     remaining = list(claimed)
     sending: Future | None = None
     sending_chunk: list[_Delivery] = []
+    recording: list[_Delivery] = []
     next_chunk: list[_Delivery] = []
     last_beat = time.monotonic()
     session = db.open(org_id)
@@ -814,13 +818,21 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
                     # write, or that write could meet a newer snapshot. On PostgreSQL (read
                     # committed) the outcomes' transaction just carries on.
                     session.commit()
+            unreachable = None
             if sending is not None:
                 unreachable = sending.result()
-                _record(session, org_id, worker, sending_chunk, outcome)
+                sending, recording, sending_chunk = None, sending_chunk, []
+            if next_chunk and unreachable is None:
+                # The next chunk goes to SMTP before the previous one is recorded, so the
+                # outcomes' transaction overlaps the SMTP exchange too.
+                sending_chunk, next_chunk = next_chunk, []
+                sending = smtp.submit(_send_chunk, connection, sender, sending_chunk, settings, retry_base, limiter, org_id, rate)
+            if recording:
+                _record(session, org_id, worker, recording, outcome)
                 if unreachable is not None:
                     # Cannot reach the server at all: everything not yet sent waits for a retry.
                     _record(session, org_id, worker, next_chunk, outcome)
-                    waiting = [d.send_id for d in sending_chunk + next_chunk if d.state is None] + remaining
+                    waiting = [d.send_id for d in recording + next_chunk if d.state is None] + remaining
                     delay = backoff(1, retry_base, settings.digest_retry_max_seconds)
                     _release(session, waiting, worker, utcnow(), utcnow() + timedelta(seconds=delay))
                     session.execute(update(DigestSend).where(DigestSend.id == waiting[0]).values(last_error=_error_text(unreachable))
@@ -829,10 +841,7 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
                     outcome.retry_delay = max(outcome.retry_delay, delay)
                     next_chunk, remaining = [], []
                 session.commit()
-                sending, sending_chunk = None, []
-            if next_chunk:
-                sending_chunk, next_chunk = next_chunk, []
-                sending = smtp.submit(_send_chunk, connection, sender, sending_chunk, settings, retry_base, limiter, org_id, rate)
+                recording = []
     except BaseException:
         # An unexpected error (not a SIGKILL, which leaves the claims to recovery): record
         # what was decided, put what this worker still holds back in the queue.
@@ -840,7 +849,7 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
             wait([sending])
         session.rollback()
         try:
-            held = sending_chunk + next_chunk
+            held = recording + sending_chunk + next_chunk
             _record(session, org_id, worker, held, outcome)
             _release(session, [d.send_id for d in held if d.state is None] + remaining, worker, utcnow(), None)
             session.commit()
