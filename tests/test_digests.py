@@ -3,8 +3,8 @@ task is involved) a real Celery worker: due-check, exactly-once, re-checks befor
 headers and parts, signed links, retries, failures, recovery, the HR admin API."""
 from __future__ import annotations
 
+import html
 import re
-
 import time
 from datetime import date, datetime, timedelta, timezone
 
@@ -151,6 +151,32 @@ def test_batch_sends_multipart_digest_with_headers_and_records_items(db, setting
     assert "/pulse/" in html and "/u/" in html and "/p/" in html
     with db.session(tenant.org_id) as session:
         assert session.scalar(select(func.count()).select_from(DigestItem).where(DigestItem.employee_id == ids[0])) == 5
+
+
+def test_parts_go_7bit_when_ascii_and_quoted_printable_otherwise_and_read_the_same(db, settings, tenant, smtp_sink):
+    add_employees(db, tenant.org_id, 1, prefix="ascii")
+    add_employees(db, tenant.org_id, 1, prefix="accent", first_name="Zoë")
+    add_article(db, tenant.org_id, "Sleep, a primer")
+    _process(db, settings, tenant.org_id, _start(db, tenant.org_id))
+    messages = {m["To"]: m for m in smtp_sink.wait_for(2)}
+
+    def parts(message) -> dict:  # noqa: ANN001
+        return {p.get_content_subtype(): (p["Content-Transfer-Encoding"], p.get_content().replace("\r\n", "\n"))
+                for p in message.walk() if p.get_content_maintype() == "text"}
+
+    ascii_only, accented = parts(messages["ascii0@staff.example"]), parts(messages["accent0@staff.example"])
+    assert ascii_only["plain"][0] == ascii_only["html"][0] == "7bit" and "Hi First0," in ascii_only["plain"][1]
+    # Non-ASCII text: quoted-printable, read back as the characters.
+    assert accented["plain"][0] == "quoted-printable" and "Hi Zoë," in accented["plain"][1]
+    # HTML: made ASCII with character references (the pulse links each end their own line), so 7bit.
+    assert accented["html"][0] == "7bit" and accented["html"][1].isascii() and "Hi Zo&#235;," in accented["html"][1]
+    assert "preferences</a> &#183;" in accented["html"][1] and "preferences</a> ·" in html.unescape(accented["html"][1])
+    assert max(len(line) for line in accented["html"][1].split("\n")) <= 998
+    # A line over 998 characters (RFC 5322's limit) is not 7bit: quoted-printable wraps it.
+    rendered = digest_render.RenderedDigest("Subject", "<p>" + "long " * 250 + "</p>", "short", [1])
+    raw = digest_render.build_raw(settings, "a@staff.example", rendered, "<m@test.example>")
+    assert b"Content-Transfer-Encoding: quoted-printable" in raw and b"Content-Transfer-Encoding: 7bit" in raw
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
 
 
 def test_css_inlined_once_at_load_styles_every_element_like_inlining_each_message(db, settings, tenant, monkeypatch):

@@ -45,3 +45,23 @@ def test_links_signed_before_a_rotation_work_while_the_old_key_is_a_fallback(cli
     browser = create_app(after).test_client()
     assert browser.get(f"/p/{preference}").status_code == 404
     assert digest_render.read_unsubscribe_address(after, mailto) is None
+
+
+def test_link_tokens_are_itsdangerous_tokens_both_ways():
+    """Signing is tuned (one signer, its key derived once, no zlib for short payloads), not
+    changed: links signed before verify, and plain itsdangerous reads the new ones."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    from shared.security import LinkSigner
+
+    ours = LinkSigner(NEW_KEY, "digest-unsubscribe")
+    stock = URLSafeTimedSerializer(NEW_KEY, salt="wellbeing.digest-unsubscribe")
+    short, long = {"o": 1, "e": 2, "v": 0}, {"o": 1, "note": "x" * 400}
+    for payload in (short, long):
+        assert stock.loads(ours.sign(payload)) == payload
+        assert ours.verify(stock.dumps(payload), 60) == payload
+    assert stock.dumps(long).startswith(".") and ours.sign(long).startswith(".")  # long payloads still compressed
+    payload, timestamp, signature = ours.sign(short).split(".")
+    assert ours.verify(f"{payload}x.{timestamp}.{signature}", 60) is None
+    assert LinkSigner(NEWER_KEY, "digest-unsubscribe").verify(ours.sign(short), 60) is None
+    assert LinkSigner(NEW_KEY, "digest-pulse").verify(ours.sign(short), 60) is None

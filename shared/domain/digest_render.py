@@ -8,9 +8,9 @@ import hashlib
 import hmac
 import logging
 import quopri
+import random
 import re
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -306,23 +306,43 @@ class RenderedDigest:
         return not self.article_ids and not self.session_ids
 
 
+@lru_cache(maxsize=256)
+def _week_label(iso_week: str, locale: Locale) -> str:
+    return format_date(week_start(iso_week), format="long", locale=locale)
+
+
+def _article_row(article: Article, organisation: Organisation) -> dict:
+    """What the digest shows of an article, the same for every recipient."""
+    return {
+        "title": article.title,
+        "summary": article.summary,
+        "reading_minutes": article.reading_minutes,
+        "disclosure": article_domain.disclosure(article, organisation),
+        "image": _article_image(article),
+        "topics": [t.name for t in article.topics],
+    }
+
+
 def render(settings: Settings, organisation: Organisation, employee: Employee, iso_week: str, chosen: list[Article],
-           programs: list[Program], today: date, preview: bool = False, sessions: list[ProgramSession] = ()) -> RenderedDigest:
+           programs: list[Program], today: date, preview: bool = False, sessions: list[ProgramSession] = (),
+           article_rows: dict[int, dict] | None = None) -> RenderedDigest:
+    """One employee's digest. ``article_rows`` (article id -> what every recipient sees of
+    it) is a batch's cache, filled as articles come up, so a batch builds each row once."""
     secret, base = settings.secret_key, settings.public_url
     locale = _locale(employee.locale or organisation.default_locale)
-    week_label = format_date(week_start(iso_week), format="long", locale=locale)
+    week_label = _week_label(iso_week, locale)
     track = employee.analytics_consent and not preview
+    rows = {} if article_rows is None else article_rows
+    hour = int(time.time() // 3600)
+    for a in chosen:
+        if a.id not in rows:
+            rows[a.id] = _article_row(a, organisation)
     article_rows = [
         {
-            "title": a.title,
-            "summary": a.summary,
-            "reading_minutes": a.reading_minutes,
-            "disclosure": article_domain.disclosure(a, organisation),
-            "image": _article_image(a),
-            "topics": [t.name for t in a.topics],
+            **rows[a.id],
             # The employee id rides in the link (so a read counts as activity) only with analytics consent.
             "url": article_domain.article_link(base, secret, organisation.id, a.id, employee.id) if track
-            else _shared_article_link(base, secret, organisation.id, a.id, int(time.time() // 3600)),
+            else _shared_article_link(base, secret, organisation.id, a.id, hour),
         }
         for a in chosen
     ]
@@ -388,12 +408,32 @@ def _address(value: str) -> str:
     return formataddr((name, address), charset="utf-8") if name else address
 
 
+# RFC 5322: at most 998 characters on a line, CRLF excluded.
+_MAX_LINE = 998
+
+
+def _transfer_encoded(body: str, html: bool) -> tuple[str, str]:
+    """A part's Content-Transfer-Encoding and its body with CRLF line ends: 7bit as it
+    is when the part is ASCII with no over-long line (HTML is made ASCII with character
+    references, which any HTML reader reads as the characters), else quoted-printable.
+    7bit costs nothing to encode and keeps the message smaller."""
+    body = body.replace("\r\n", "\n")
+    if html and not body.isascii():
+        body = body.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    if body.isascii() and "\r" not in body and "\0" not in body and max(map(len, body.split("\n"))) <= _MAX_LINE:
+        return "7bit", body.replace("\n", "\r\n")
+    return "quoted-printable", quopri.encodestring(body.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+
+
 def build_raw(settings: Settings, to: str, rendered: RenderedDigest, msg_id: str, subject_prefix: str = "",
               now: datetime | None = None) -> bytes:
     """The message as bytes: multipart/alternative, plain text first then HTML, both
-    UTF-8 quoted-printable. Assembled directly (the email package's header machinery
-    costs more than everything else on the sending path)."""
-    boundary = f"=_digest_{uuid.uuid4().hex}"
+    UTF-8, 7bit or quoted-printable. Assembled directly (the email package's header
+    machinery costs more than everything else on the sending path)."""
+    # Random: no body contains it by chance (and a quoted-printable one never has "=_").
+    # Not uuid4: os.urandom releases the GIL, and taking it back from the batch's SMTP
+    # thread costs more than the call.
+    boundary = f"=_digest_{random.getrandbits(128):032x}"
     headers = [
         ("From", _address(settings.mail_from)),
         ("To", to),
@@ -407,7 +447,7 @@ def build_raw(settings: Settings, to: str, rendered: RenderedDigest, msg_id: str
     lines = [f"{name}: {value}" for name, value in headers]
     parts = []
     for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
-        encoded = quopri.encodestring(body.replace("\r\n", "\n").encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+        encoding, encoded = _transfer_encoded(body, subtype == "html")
         parts.append(f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
-                     f"Content-Transfer-Encoding: quoted-printable\r\n\r\n{encoded}\r\n")
+                     f"Content-Transfer-Encoding: {encoding}\r\n\r\n{encoded}\r\n")
     return ("\r\n".join(lines) + "\r\n\r\n" + "".join(parts) + f"--{boundary}--\r\n").encode("ascii")
