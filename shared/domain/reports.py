@@ -83,7 +83,8 @@ def _topics_aggregate(session: Session) -> str:
 
 
 def _count(condition: str) -> str:
-    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+    """Events meeting ``condition``, over rows that each stand for ``n`` alike events."""
+    return f"SUM(CASE WHEN {condition} THEN n ELSE 0 END)"
 
 
 SUMMARY_COLUMNS = ("delivered", "clicked", "reads", "pulse_answers", "pulse_sum", "score_1", "score_2", "score_3",
@@ -91,7 +92,7 @@ SUMMARY_COLUMNS = ("delivered", "clicked", "reads", "pulse_answers", "pulse_sum"
 
 
 def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
-    """Replace the weekly summaries of ``weeks`` by one GROUP BY over their raw events. Weeks
+    """Replace the weekly summaries of ``weeks`` by one pass over their raw events. Weeks
     whose raw events are gone (retention) keep their summaries: they are all that is left."""
     with_events = [w for w in weeks if session.execute(
         text("SELECT 1 FROM activity_events WHERE org_id = :org AND iso_week = :w LIMIT 1"), {"org": org_id, "w": w}).first()]
@@ -101,28 +102,30 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         ReportPersonWeek.__table__.c.org_id == org_id, ReportPersonWeek.__table__.c.iso_week.in_(with_events)))
     table, params = _week_rows(with_events)
     measures = [
-        _count("e.kind = 'digest_delivered'"), _count("e.kind = 'digest_clicked'"), _count("e.kind = 'article_read'"),
-        _count("e.kind = 'pulse_answered'"), "SUM(CASE WHEN e.kind = 'pulse_answered' THEN e.score ELSE 0 END)",
-        *[_count(f"e.kind = 'pulse_answered' AND e.score = {n}") for n in range(1, 6)],
-        _count("e.kind = 'program_enrolled'"), _count("e.kind = 'session_attended'"), _count("e.kind = 'program_completed'"),
+        _count("kind = 'digest_delivered'"), _count("kind = 'digest_clicked'"), _count("kind = 'article_read'"),
+        _count("kind = 'pulse_answered'"), "SUM(CASE WHEN kind = 'pulse_answered' THEN pulse_score * n ELSE 0 END)",
+        *[_count(f"pulse_score = {n}") for n in range(1, 6)],
+        _count("kind = 'program_enrolled'"), _count("kind = 'session_attended'"), _count("kind = 'program_completed'"),
     ]
-    # Two GROUP BYs: per person, week, group attributes and topic read (each person-week's
-    # distinct topics without a DISTINCT aggregate, which would force a sort of every raw
-    # event), then per person-week: the database can hash instead of sorting every event.
-    keys = "org_id, iso_week, week_no, pseudonym, department, team, manager"
+    # Two GROUP BYs: the events counted per person, week, group attributes, kind, pulse score
+    # and topic read (one aggregate per event, and a hash table instead of a sort of every
+    # event), then those few rows per person-week folded into its measures and its
+    # distinct topics (one row per topic already, so no DISTINCT aggregate).
+    keys = "org_id, iso_week, pseudonym, department, team, manager"
+    pulse_score = "CASE WHEN e.kind = 'pulse_answered' THEN e.score END"
+    read_topic = "CASE WHEN e.kind = 'article_read' THEN e.topic END"
+    weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
     session.execute(text(f"""
-        INSERT INTO report_person_weeks ({keys}, {', '.join(SUMMARY_COLUMNS)}, topics)
-        SELECT {keys}, {', '.join(f'SUM({c})' for c in SUMMARY_COLUMNS)}, {_topics_aggregate(session)}
+        INSERT INTO report_person_weeks ({keys}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
+        SELECT {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no, {', '.join(measures)}, {_topics_aggregate(session)}
         FROM (
-            SELECT e.org_id, e.iso_week, t.week_no, e.pseudonym, e.department, e.team, e.manager,
-                   CASE WHEN e.kind = 'article_read' THEN e.topic END AS read_topic,
-                   {', '.join(f'{m} AS {c}' for m, c in zip(measures, SUMMARY_COLUMNS))}
-            FROM activity_events e JOIN {table} t ON t.iso_week = e.iso_week
-            WHERE e.org_id = :org
-            GROUP BY e.org_id, e.iso_week, t.week_no, e.pseudonym, e.department, e.team, e.manager,
-                     CASE WHEN e.kind = 'article_read' THEN e.topic END
-        ) per_topic
-        GROUP BY {keys}
+            SELECT {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score} AS pulse_score,
+                   {read_topic} AS read_topic, COUNT(*) AS n
+            FROM activity_events e
+            WHERE e.org_id = :org AND e.iso_week IN ({weeks_in})
+            GROUP BY {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score}, {read_topic}
+        ) k JOIN {table} t ON t.iso_week = k.iso_week
+        GROUP BY {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no
     """), {"org": org_id, **params})
     _analyze(session, "report_person_weeks")
 
