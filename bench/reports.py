@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/reports.py [--events 1000000] [--employees 20000] [--weeks 52]
                                       [--pg-url postgresql+psycopg://postgres@127.0.0.1:55432/postgres]
+                                      [--everyone-every-week]
 
 The issue's figure is --events 10000000. Creates (and afterwards drops) its own database
 (``bench._support.prepare_database``), migrates it, and generates set-based in SQL
@@ -101,7 +102,18 @@ def generate_people(connection, org_id: int, employees: int, weeks: int) -> None
          "m": first_monday + timedelta(weeks=i)} for i in range(weeks + 1)])
 
 
-def generate_events(connection, org_id: int, first: int, count: int, week_offset: int, weeks: int, employees: int) -> None:  # noqa: ANN001
+# who and when event g is: by default person (g * 7919) % employees in week g % weeks, so
+# each person is active in only 13 of 52 weeks; with --everyone-every-week, person
+# g % employees in week (g / employees) % weeks, so everyone is active every week.
+SPREADS = {
+    False: ("(g * 7919) % :employees", "g % :weeks"),
+    True: ("g % :employees", "(g / :employees) % :weeks"),
+}
+
+
+def generate_events(connection, org_id: int, first: int, count: int, week_offset: int, weeks: int, employees: int,  # noqa: ANN001
+                    everyone_every_week: bool = False) -> None:
+    person, week = SPREADS[everyone_every_week]
     connection.execute(text(f"""
         INSERT INTO activity_events (org_id, event_id, kind, occurred_at, iso_week, pseudonym, department, team, manager,
                                      score, article_id, program_id, topic, created_at)
@@ -111,8 +123,8 @@ def generate_events(connection, org_id: int, first: int, count: int, week_offset
                CASE WHEN k.kind = 'article_read' THEN 'topic' || (g % 12) END, now()
         FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
         CROSS JOIN LATERAL (SELECT {KIND_CASE} AS kind) k
-        JOIN bench_weeks w ON w.idx = :week_offset + (g % :weeks)
-        JOIN bench_people p ON p.idx = (g * 7919) % :employees
+        JOIN bench_weeks w ON w.idx = :week_offset + {week}
+        JOIN bench_people p ON p.idx = {person}
     """), {"org": org_id, "first": first, "last": first + count - 1, "week_offset": week_offset, "weeks": weeks, "employees": employees})
     # each week's reporting-line tree, as recording those events leaves it
     connection.execute(text("""
@@ -153,6 +165,8 @@ def main() -> None:
     parser.add_argument("--employees", type=int, default=20_000)
     parser.add_argument("--weeks", type=int, default=52)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
+    parser.add_argument("--everyone-every-week", action="store_true",
+                        help="every person active every week (about 1 M weekly summaries instead of 280 k)")
     args = parser.parse_args(sys.argv[1:])
 
     from shared.db import Database
@@ -171,7 +185,7 @@ def main() -> None:
             with db.engine.begin() as c:
                 generate_people(c, org_id, args.employees, args.weeks)
                 restore = without_indexes(c, "activity_events")
-                generate_events(c, org_id, 1, args.events, 0, args.weeks, args.employees)
+                generate_events(c, org_id, 1, args.events, 0, args.weeks, args.employees, args.everyone_every_week)
                 for statement in restore:
                     c.execute(text(statement))
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
@@ -198,7 +212,7 @@ def main() -> None:
 
             per_week = args.events // args.weeks
             with db.engine.begin() as c:
-                generate_events(c, org_id, args.events + 1, per_week, args.weeks, 1, args.employees)
+                generate_events(c, org_id, args.events + 1, per_week, args.weeks, 1, args.employees, args.everyone_every_week)
                 new_week = c.execute(text("SELECT iso_week FROM bench_weeks WHERE idx = :i"), {"i": args.weeks}).scalar()
             with db.session(org_id) as s:
                 activity.mark_dirty(s, [new_week])

@@ -597,6 +597,63 @@ def test_people_who_changed_team_and_manager_count_once_per_group(db, tenant):
         assert len(sets[(kind, key, "all")]) == participants, (kind, key)
 
 
+def _cells_from_raw_events(session, window, week):  # noqa: ANN001, ANN202
+    """Every cell's measures computed the plain way, in Python from the raw events of the
+    period: each event counts in its own groups (its department, team and every line above
+    its manager in the period's tree), each person once per group."""
+    from collections import defaultdict
+
+    weeks = [shift_week(week, -i) for i in range(window)]
+    ancestors = reports._line_ancestors(session, window, week)
+    people = defaultdict(lambda: defaultdict(lambda: {"kinds": set(), "pulse_sum": 0, "answers": 0, "attendances": 0}))
+    for e in session.scalars(select(ActivityEvent).where(ActivityEvent.iso_week.in_(weeks))):
+        groups = [("org", ""), ("department", e.department)]
+        if e.team:
+            groups.append(("team", f"{e.department}/{e.team}"))
+        if e.manager:
+            groups += [("line", line) for line in ancestors(e.manager)]
+        for group in groups:
+            person = people[group][e.pseudonym]
+            person["kinds"].add(e.kind)
+            if e.kind == "pulse_answered":
+                person["pulse_sum"] += e.score
+                person["answers"] += 1
+            person["attendances"] += e.kind == "session_attended"
+
+    def did(members, kind):  # noqa: ANN001, ANN202
+        return sum(kind in p["kinds"] for p in members)
+
+    return {group: (len(m), did(m.values(), "digest_delivered"), did(m.values(), "digest_clicked"),
+                    did(m.values(), "pulse_answered"), sum(p["pulse_sum"] for p in m.values()),
+                    sum(p["answers"] for p in m.values()), did(m.values(), "article_read"),
+                    did(m.values(), "program_enrolled"), sum(p["attendances"] for p in m.values()),
+                    did(m.values(), "program_completed"))
+            for group, m in people.items()}
+
+
+def test_every_cell_equals_a_plain_computation_from_the_raw_events(db, tenant, other_tenant):
+    _scenario(db, tenant)
+    _scenario(db, other_tenant)  # noise in another organisation
+    boss, lead, people = build_org(db, tenant, sizes={"Blue": 4, "Green": 3})
+    mover = people["Blue"][0]
+    record(db, tenant, people["Blue"] + people["Green"], week=shift_week(WEEK, -9), kind="session_attended", program_id=2)
+    record(db, tenant, people["Blue"], week=shift_week(WEEK, -2), kind="article_read", topic="sleep")
+    with db.session(tenant.org_id) as s:  # moves to Green, under Lena
+        e = s.get(Employee, mover)
+        e.team, e.manager_id = "Green", lead
+    record(db, tenant, [mover, *people["Green"]], week=WEEK, score=2)
+    record(db, tenant, [mover], week=WEEK, kind="session_attended", program_id=2)
+    build(db, tenant)
+    with db.session(tenant.org_id) as s:
+        for window in reports.WINDOWS:
+            expected = _cells_from_raw_events(s, window, WEEK)
+            got = {(c.group_kind, c.group_key): (c.participants, c.delivered, c.clicked, c.respondents, c.pulse_sum,
+                                                 c.pulse_answers, c.readers, c.enrolments, c.attendances, c.completions)
+                   for c in s.scalars(select(ReportCell).where(ReportCell.window == window, ReportCell.iso_week == WEEK))}
+            assert got == expected, window
+            assert len([g for g in got if g[0] == "line"]) == 4  # both managers of each org tree
+
+
 @pytest.mark.skipif(TEST_DB != "postgresql", reason="SQLite serialises writers; the insert race needs concurrent transactions")
 def test_concurrent_first_reads_share_one_settings_row(db, tenant):
     """Two requests that both find no report settings yet: the second insert waits for the

@@ -75,14 +75,16 @@ def _week_rows(weeks: Sequence[str]) -> tuple[str, dict]:
 
 
 def _topics_aggregate(session: Session) -> str:
-    read = "e.kind = 'article_read' AND e.topic IS NOT NULL"
+    """The JSON list of a person-week's topics, from rows already distinct per topic (the
+    inner GROUP BY of ``_summarise``): no DISTINCT aggregate, so the database can hash."""
     if session.get_bind().dialect.name == "postgresql":
-        return f"CAST(json_agg(DISTINCT e.topic) FILTER (WHERE {read}) AS TEXT)"
-    return f"json_group_array(DISTINCT e.topic) FILTER (WHERE {read})"
+        return "CAST(json_agg(read_topic) FILTER (WHERE read_topic IS NOT NULL) AS TEXT)"
+    return "json_group_array(read_topic) FILTER (WHERE read_topic IS NOT NULL)"
 
 
 def _count(condition: str) -> str:
-    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+    """Events meeting ``condition``, over rows that each stand for ``n`` alike events."""
+    return f"SUM(CASE WHEN {condition} THEN n ELSE 0 END)"
 
 
 SUMMARY_COLUMNS = ("delivered", "clicked", "reads", "pulse_answers", "pulse_sum", "score_1", "score_2", "score_3",
@@ -90,7 +92,7 @@ SUMMARY_COLUMNS = ("delivered", "clicked", "reads", "pulse_answers", "pulse_sum"
 
 
 def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
-    """Replace the weekly summaries of ``weeks`` by one GROUP BY over their raw events. Weeks
+    """Replace the weekly summaries of ``weeks`` by one pass over their raw events. Weeks
     whose raw events are gone (retention) keep their summaries: they are all that is left."""
     with_events = [w for w in weeks if session.execute(
         text("SELECT 1 FROM activity_events WHERE org_id = :org AND iso_week = :w LIMIT 1"), {"org": org_id, "w": w}).first()]
@@ -100,19 +102,30 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         ReportPersonWeek.__table__.c.org_id == org_id, ReportPersonWeek.__table__.c.iso_week.in_(with_events)))
     table, params = _week_rows(with_events)
     measures = [
-        _count("e.kind = 'digest_delivered'"), _count("e.kind = 'digest_clicked'"), _count("e.kind = 'article_read'"),
-        _count("e.kind = 'pulse_answered'"), "SUM(CASE WHEN e.kind = 'pulse_answered' THEN e.score ELSE 0 END)",
-        *[_count(f"e.kind = 'pulse_answered' AND e.score = {n}") for n in range(1, 6)],
-        _count("e.kind = 'program_enrolled'"), _count("e.kind = 'session_attended'"), _count("e.kind = 'program_completed'"),
+        _count("kind = 'digest_delivered'"), _count("kind = 'digest_clicked'"), _count("kind = 'article_read'"),
+        _count("kind = 'pulse_answered'"), "SUM(CASE WHEN kind = 'pulse_answered' THEN pulse_score * n ELSE 0 END)",
+        *[_count(f"pulse_score = {n}") for n in range(1, 6)],
+        _count("kind = 'program_enrolled'"), _count("kind = 'session_attended'"), _count("kind = 'program_completed'"),
     ]
+    # Two GROUP BYs: the events counted per person, week, group attributes, kind, pulse score
+    # and topic read (one aggregate per event, and a hash table instead of a sort of every
+    # event), then those few rows per person-week folded into its measures and its
+    # distinct topics (one row per topic already, so no DISTINCT aggregate).
+    keys = "org_id, iso_week, pseudonym, department, team, manager"
+    pulse_score = "CASE WHEN e.kind = 'pulse_answered' THEN e.score END"
+    read_topic = "CASE WHEN e.kind = 'article_read' THEN e.topic END"
+    weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
     session.execute(text(f"""
-        INSERT INTO report_person_weeks (org_id, iso_week, week_no, pseudonym, department, team, manager,
-                                         {', '.join(SUMMARY_COLUMNS)}, topics)
-        SELECT e.org_id, e.iso_week, t.week_no, e.pseudonym, e.department, e.team, e.manager,
-               {', '.join(measures)}, {_topics_aggregate(session)}
-        FROM activity_events e JOIN {table} t ON t.iso_week = e.iso_week
-        WHERE e.org_id = :org
-        GROUP BY e.org_id, e.iso_week, t.week_no, e.pseudonym, e.department, e.team, e.manager
+        INSERT INTO report_person_weeks ({keys}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
+        SELECT {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no, {', '.join(measures)}, {_topics_aggregate(session)}
+        FROM (
+            SELECT {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score} AS pulse_score,
+                   {read_topic} AS read_topic, COUNT(*) AS n
+            FROM activity_events e
+            WHERE e.org_id = :org AND e.iso_week IN ({weeks_in})
+            GROUP BY {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score}, {read_topic}
+        ) k JOIN {table} t ON t.iso_week = k.iso_week
+        GROUP BY {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no
     """), {"org": org_id, **params})
     _analyze(session, "report_person_weeks")
 
@@ -180,12 +193,23 @@ def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: lis
     session.execute(text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({names})"), [dict(zip(columns, r)) for r in rows])
 
 
-# Working tables of one window's build (temporary, per connection): one row per (period end,
-# person, group attributes) with what the person did in the period - the window's weekly
-# summaries folded together, flags for "did it at all", sums otherwise; ``changed`` marks
-# people with more than one row (they moved team or manager within the period) -, the
-# period's reporting-line tree (each line's latest recorded parent) and its closure (line ->
-# itself and every line above it).
+# Working tables of a build (temporary, per connection). Pseudonyms and group attributes are
+# replaced by integer keys once per build, so the window folds and the line closure group
+# and join on integers instead of 64-character strings:
+#   BUILD_LINES  every reporting line (a manager's pseudonym) -> lid;
+#   BUILD_ATTRS  every combination of group attributes (department, team, manager) -> aid,
+#                with the manager's lid;
+#   BUILD_WEEKS  the weekly summaries of the build's weeks keyed (week, person, aid), flags
+#                for "did it at all", sums otherwise.
+# Per window: the period ends and the weeks each one spans; one row per (period end, person,
+# aid) with what the person did in the period (``changed`` marks people with more than one
+# row: they moved team or manager within the period); the period's reporting-line tree (each
+# line's latest recorded parent) and its closure (line -> itself and every line above it).
+BUILD_LINES = "report_build_lines"
+BUILD_ATTRS = "report_build_attrs"
+BUILD_WEEKS = "report_build_weeks"
+WINDOW_ENDS = "report_window_ends"
+WINDOW_SPAN = "report_window_span"
 WINDOW_PEOPLE = "report_window_people"
 WINDOW_TREE = "report_window_tree"
 WINDOW_CLOSURE = "report_window_closure"
@@ -197,6 +221,7 @@ CELL_MEASURES = {  # report_cells column -> how it comes out of rows with one pe
     "readers": "SUM(reads)", "enrolments": "SUM(enrolments)", "attendances": "SUM(attendances)",
     "completions": "SUM(completions)",
 }
+MEASURE_COLUMNS = ", ".join(f"{c} INTEGER" for c in (*FLAGS, *SUMS, "answers"))
 
 
 def _fold(prefix: str = "") -> str:
@@ -214,6 +239,11 @@ def _temporary_table(session: Session, name: str, columns: str) -> None:
     session.execute(text(f"CREATE TEMPORARY TABLE {name} ({columns})"))
 
 
+def _drop(session: Session, *tables: str) -> None:
+    for table in tables:
+        session.execute(text(f"DROP TABLE {table}"))
+
+
 def _analyze(session: Session, *tables: str) -> None:
     """Fresh planner statistics (PostgreSQL): without them it takes new rows for none and
     picks nested loops over them."""
@@ -222,129 +252,180 @@ def _analyze(session: Session, *tables: str) -> None:
             session.execute(text(f"ANALYZE {table}"))
 
 
+def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int) -> None:
+    """BUILD_LINES, BUILD_ATTRS and BUILD_WEEKS for the summaries of weeks ``first_week`` to
+    ``last_week`` (week numbers)."""
+    params = {"org": org_id, "first": first_week, "last": last_week}
+    in_range = "s.org_id = :org AND s.week_no BETWEEN :first AND :last"
+    _temporary_table(session, BUILD_LINES, "lid INTEGER PRIMARY KEY, line VARCHAR(64)")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_LINES}
+        SELECT ROW_NUMBER() OVER (ORDER BY line), line FROM (
+            SELECT line FROM activity_lines WHERE org_id = :org
+            UNION SELECT parent_line FROM activity_lines WHERE org_id = :org AND parent_line IS NOT NULL
+            UNION SELECT s.manager FROM report_person_weeks s WHERE {in_range} AND s.manager <> ''
+        ) lines
+    """), params)
+    _temporary_table(session, BUILD_ATTRS, "aid INTEGER PRIMARY KEY, department VARCHAR(100), team VARCHAR(100), "
+                     "manager VARCHAR(64), mid INTEGER")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_ATTRS}
+        SELECT ROW_NUMBER() OVER (ORDER BY a.department, a.team, a.manager), a.department, a.team, a.manager, l.lid
+        FROM (SELECT DISTINCT s.department, s.team, s.manager FROM report_person_weeks s WHERE {in_range}) a
+        LEFT JOIN {BUILD_LINES} l ON l.line = a.manager
+    """), params)
+    _analyze(session, BUILD_LINES, BUILD_ATTRS)
+    _temporary_table(session, BUILD_WEEKS, f"week_no INTEGER, pid INTEGER, aid INTEGER, {MEASURE_COLUMNS}")
+    flags = ", ".join(f"CASE WHEN s.{f} > 0 THEN 1 ELSE 0 END" for f in FLAGS)
+    session.execute(text(f"""
+        INSERT INTO {BUILD_WEEKS}
+        SELECT s.week_no, DENSE_RANK() OVER (ORDER BY s.pseudonym), a.aid, {flags}, s.pulse_sum, s.attendances, s.pulse_answers
+        FROM report_person_weeks s
+        JOIN {BUILD_ATTRS} a ON a.department = s.department AND a.team = s.team AND a.manager = s.manager
+        WHERE {in_range}
+    """), params)
+    _analyze(session, BUILD_WEEKS)
+
+
 def _fill_window(session: Session, org_id: int, window: int, ends: Sequence[str]) -> None:
-    weeks, params = _week_rows(ends)
-    params = {"org": org_id, "span": window - 1, **params}
-    _temporary_table(session, WINDOW_PEOPLE, "end_week VARCHAR(8), pseudonym VARCHAR(64), department VARCHAR(100), "
-                     "team VARCHAR(100), manager VARCHAR(64), " + ", ".join(f"{c} INTEGER" for c in (*FLAGS, *SUMS, "answers"))
-                     + ", changed INTEGER")
-    flags = ", ".join(f"MAX(CASE WHEN s.{f} > 0 THEN 1 ELSE 0 END)" for f in FLAGS)
+    end_numbers = {end: activity.week_number(end) for end in ends}
+    _temporary_table(session, WINDOW_ENDS, "end_no INTEGER PRIMARY KEY, end_week VARCHAR(8)")
+    _bulk_insert(session, WINDOW_ENDS, ("end_no", "end_week"), [(n, end) for end, n in end_numbers.items()])
+    # each end with the weeks of its period: the fold is an equi-join, not a range join
+    _temporary_table(session, WINDOW_SPAN, "end_no INTEGER, week_no INTEGER")
+    _bulk_insert(session, WINDOW_SPAN, ("end_no", "week_no"), [(n, n - i) for n in end_numbers.values() for i in range(window)])
+    _analyze(session, WINDOW_ENDS, WINDOW_SPAN)
+    _temporary_table(session, WINDOW_PEOPLE, f"end_no INTEGER, pid INTEGER, aid INTEGER, {MEASURE_COLUMNS}, changed INTEGER")
     session.execute(text(f"""
         INSERT INTO {WINDOW_PEOPLE}
-        SELECT t.iso_week, s.pseudonym, s.department, s.team, s.manager, {flags},
-               SUM(s.pulse_sum), SUM(s.attendances), SUM(s.pulse_answers), 0
-        FROM report_person_weeks s JOIN {weeks} t ON s.week_no BETWEEN t.week_no - :span AND t.week_no
-        WHERE s.org_id = :org
-        GROUP BY t.iso_week, s.pseudonym, s.department, s.team, s.manager
-    """), params)
+        SELECT w.end_no, b.pid, b.aid, {_fold("b.")}, 0
+        FROM {BUILD_WEEKS} b JOIN {WINDOW_SPAN} w ON w.week_no = b.week_no
+        GROUP BY w.end_no, b.pid, b.aid
+    """))
     session.execute(text(f"""
-        UPDATE {WINDOW_PEOPLE} SET changed = 1 WHERE (end_week, pseudonym) IN (
-            SELECT end_week, pseudonym FROM {WINDOW_PEOPLE} GROUP BY end_week, pseudonym HAVING COUNT(*) > 1)
+        UPDATE {WINDOW_PEOPLE} SET changed = 1 WHERE (end_no, pid) IN (
+            SELECT end_no, pid FROM {WINDOW_PEOPLE} GROUP BY end_no, pid HAVING COUNT(*) > 1)
     """))
     # the tree from each line's spans of weeks under one parent (a few rows per line)
-    _temporary_table(session, WINDOW_TREE, "end_week VARCHAR(8), line VARCHAR(64), parent_line VARCHAR(64)")
+    _temporary_table(session, WINDOW_TREE, "end_no INTEGER, lid INTEGER, parent_lid INTEGER")
     session.execute(text(f"""
         INSERT INTO {WINDOW_TREE}
-        SELECT end_week, line, parent_line FROM (
-            SELECT t.iso_week AS end_week, s.line, s.parent_line,
-                   ROW_NUMBER() OVER (PARTITION BY t.iso_week, s.line
-                                      ORDER BY CASE WHEN s.last_week < t.week_no THEN s.last_week ELSE t.week_no END DESC) AS latest
-            FROM (SELECT line, parent_line, MIN(week_no) AS first_week, MAX(week_no) AS last_week FROM activity_lines
-                  WHERE org_id = :org GROUP BY line, parent_line) s
-            JOIN {weeks} t ON s.first_week <= t.week_no AND s.last_week >= t.week_no - :span
+        SELECT end_no, lid, parent_lid FROM (
+            SELECT t.end_no, s.lid, s.parent_lid,
+                   ROW_NUMBER() OVER (PARTITION BY t.end_no, s.lid
+                                      ORDER BY CASE WHEN s.last_week < t.end_no THEN s.last_week ELSE t.end_no END DESC) AS latest
+            FROM (SELECT l.lid, p.lid AS parent_lid, MIN(a.week_no) AS first_week, MAX(a.week_no) AS last_week
+                  FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
+                  WHERE a.org_id = :org GROUP BY l.lid, p.lid) s
+            JOIN {WINDOW_ENDS} t ON s.first_week <= t.end_no AND s.last_week >= t.end_no - :span
         ) ranked WHERE latest = 1
-    """), params)
-    session.execute(text(f"CREATE INDEX ix_{WINDOW_TREE} ON {WINDOW_TREE} (end_week, line)"))
+    """), {"org": org_id, "span": window - 1})
+    session.execute(text(f"CREATE INDEX ix_{WINDOW_TREE} ON {WINDOW_TREE} (end_no, lid)"))
     _analyze(session, WINDOW_PEOPLE, WINDOW_TREE)
-    _temporary_table(session, WINDOW_CLOSURE, "end_week VARCHAR(8), line VARCHAR(64), ancestor VARCHAR(64)")
+    _temporary_table(session, WINDOW_CLOSURE, "end_no INTEGER, lid INTEGER, ancestor INTEGER")
     session.execute(text(f"""
-        WITH RECURSIVE closure (end_week, line, ancestor, depth) AS (
-            SELECT end_week, line, line, 0 FROM {WINDOW_TREE}
+        WITH RECURSIVE closure (end_no, lid, ancestor, depth) AS (
+            SELECT end_no, lid, lid, 0 FROM {WINDOW_TREE}
             UNION ALL
-            SELECT c.end_week, c.line, t.parent_line, c.depth + 1
-            FROM closure c JOIN {WINDOW_TREE} t ON t.end_week = c.end_week AND t.line = c.ancestor
-            WHERE t.parent_line IS NOT NULL AND c.depth < :max_depth
+            SELECT c.end_no, c.lid, t.parent_lid, c.depth + 1
+            FROM closure c JOIN {WINDOW_TREE} t ON t.end_no = c.end_no AND t.lid = c.ancestor
+            WHERE t.parent_lid IS NOT NULL AND c.depth < :max_depth
         )
-        INSERT INTO {WINDOW_CLOSURE} SELECT end_week, line, ancestor FROM closure
+        INSERT INTO {WINDOW_CLOSURE} SELECT end_no, lid, ancestor FROM closure
     """), {"max_depth": activity.MAX_CHAIN})
-    session.execute(text(f"CREATE INDEX ix_{WINDOW_CLOSURE} ON {WINDOW_CLOSURE} (end_week, line)"))
+    session.execute(text(f"CREATE INDEX ix_{WINDOW_CLOSURE} ON {WINDOW_CLOSURE} (end_no, lid)"))
     _analyze(session, WINDOW_CLOSURE)
 
 
-CELL_INSERT = """
+CELL_INSERT = f"""
     INSERT INTO report_cells (org_id, "window", iso_week, group_kind, group_key, parent_key, headcount,
-                              {measures}, built_at)
-    SELECT :org, :window, g.end_week, :kind, g.group_key, g.parent_key, COALESCE(h.headcount, 0), {measures}, :now
-    FROM ({groups}) g
-    LEFT JOIN report_headcounts h ON h.org_id = :org AND h.iso_week = g.end_week AND h.group_kind = :kind
+                              {{measures}}, built_at)
+    SELECT :org, :window, e.end_week, :kind, g.group_key, g.parent_key, COALESCE(h.headcount, 0), {{measures}}, :now
+    FROM ({{groups}}) g
+    JOIN {WINDOW_ENDS} e ON e.end_no = g.end_no
+    LEFT JOIN report_headcounts h ON h.org_id = :org AND h.iso_week = e.end_week AND h.group_kind = :kind
                                   AND h.group_key = g.group_key
+    ORDER BY e.end_week, g.group_key
 """
 
-# group kind -> (columns a person is grouped by, key, parent key, condition)
+# group kind -> (attributes a person is grouped by, key, parent key, condition)
 TREE_GROUPS = {
     "org": ((), "''", "NULL", ""),
     "department": (("department",), "department", "''", ""),
-    "team": (("department", "team"), "department || '/' || team", "department", "AND team <> ''"),
+    "team": (("department", "team"), "department || '/' || team", "department", "AND a.team <> ''"),
 }
 
 # A manager's line adds up the lines below it (closure join on per-manager sums); people who
 # changed manager or team within the period are folded once per line they fall in.
 LINE_CTES = f"""
 WITH steady AS (
-    SELECT end_week, manager, {{measures}} FROM {WINDOW_PEOPLE} WHERE changed = 0 AND manager <> ''
-    GROUP BY end_week, manager
+    SELECT p.end_no, a.mid, {{measures}}
+    FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
+    WHERE p.changed = 0 AND a.mid IS NOT NULL
+    GROUP BY p.end_no, a.mid
 ), moved AS (
-    SELECT end_week, ancestor, {{measures}} FROM (
-        SELECT p.end_week, c.ancestor, p.pseudonym, {{fold_p}}
-        FROM {WINDOW_PEOPLE} p JOIN {WINDOW_CLOSURE} c ON c.end_week = p.end_week AND c.line = p.manager
+    SELECT end_no, ancestor, {{measures}} FROM (
+        SELECT p.end_no, c.ancestor, p.pid, {{fold_p}}
+        FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
+        JOIN {WINDOW_CLOSURE} c ON c.end_no = p.end_no AND c.lid = a.mid
         WHERE p.changed = 1
-        GROUP BY p.end_week, c.ancestor, p.pseudonym
-    ) x GROUP BY end_week, ancestor
+        GROUP BY p.end_no, c.ancestor, p.pid
+    ) x GROUP BY end_no, ancestor
 ), rolled AS (
-    SELECT c.end_week, c.ancestor, {{rolled}}
-    FROM steady s JOIN {WINDOW_CLOSURE} c ON c.end_week = s.end_week AND c.line = s.manager
-    GROUP BY c.end_week, c.ancestor
+    SELECT c.end_no, c.ancestor, {{rolled}}
+    FROM steady s JOIN {WINDOW_CLOSURE} c ON c.end_no = s.end_no AND c.lid = s.mid
+    GROUP BY c.end_no, c.ancestor
     UNION ALL
     SELECT * FROM moved
 )
 """
 LINE_GROUPS = f"""
-SELECT r.end_week, r.ancestor AS group_key, MAX(tr.parent_line) AS parent_key, {{rolled}}
-FROM rolled r LEFT JOIN {WINDOW_TREE} tr ON tr.end_week = r.end_week AND tr.line = r.ancestor
-GROUP BY r.end_week, r.ancestor
+SELECT lg.end_no, l.line AS group_key, pl.line AS parent_key, {{names}} FROM (
+    SELECT r.end_no, r.ancestor, MAX(tr.parent_lid) AS parent_lid, {{rolled}}
+    FROM rolled r LEFT JOIN {WINDOW_TREE} tr ON tr.end_no = r.end_no AND tr.lid = r.ancestor
+    GROUP BY r.end_no, r.ancestor
+) lg
+JOIN {BUILD_LINES} l ON l.lid = lg.ancestor
+LEFT JOIN {BUILD_LINES} pl ON pl.lid = lg.parent_lid
 """
 TREE_GROUP = f"""
-SELECT end_week, {{key}} AS group_key, {{parent}} AS parent_key, {{rolled}} FROM (
-    SELECT end_week{{by}}, {{measures}} FROM {WINDOW_PEOPLE} WHERE changed = 0 {{where}} GROUP BY end_week{{by}}
+SELECT end_no, {{key}} AS group_key, {{parent}} AS parent_key, {{rolled}} FROM (
+    SELECT p.end_no{{by_a}}, {{measures}}
+    FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
+    WHERE p.changed = 0 {{where}} GROUP BY p.end_no{{by_a}}
     UNION ALL
-    SELECT end_week{{by}}, {{measures}} FROM (
-        SELECT end_week, pseudonym{{by}}, {{fold}} FROM {WINDOW_PEOPLE} WHERE changed = 1 {{where}}
-        GROUP BY end_week, pseudonym{{by}}
-    ) p GROUP BY end_week{{by}}
-) u GROUP BY end_week{{by}}
+    SELECT end_no{{by}}, {{measures}} FROM (
+        SELECT p.end_no, p.pid{{by_a}}, {{fold_p}}
+        FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
+        WHERE p.changed = 1 {{where}}
+        GROUP BY p.end_no, p.pid{{by_a}}
+    ) x GROUP BY end_no{{by}}
+) u GROUP BY end_no{{by}}
 """
 
 
 def _insert_cells(session: Session, org_id: int, window: int, ends: Sequence[str], now: datetime) -> int:
-    """Every cell of ``window`` ending with each week of ``ends``, from the weekly summaries.
-    Rows of people who changed group within the period are folded per group first, so each
-    person counts once in every group they belonged to."""
+    """Every cell of ``window`` ending with each week of ``ends``, from the weekly summaries
+    (BUILD_WEEKS). Rows of people who changed group within the period are folded per group
+    first, so each person counts once in every group they belonged to."""
     _fill_window(session, org_id, window, ends)
     measures = ", ".join(CELL_MEASURES)
-    per_group = ", ".join(f"{expr} AS {name}" for name, expr in CELL_MEASURES.items())
-    rolled = ", ".join(f"SUM({name}) AS {name}" for name in CELL_MEASURES)
+    # every level casts its sums back to INTEGER: a sum of BIGINT sums is NUMERIC, whose
+    # aggregation is several times slower and larger in memory
+    per_group = ", ".join(f"CAST({expr} AS INTEGER) AS {name}" for name, expr in CELL_MEASURES.items())
+    rolled = ", ".join(f"CAST(SUM({name}) AS INTEGER) AS {name}" for name in CELL_MEASURES)
     params = {"org": org_id, "window": window, "now": now}
     cells = 0
     for kind, (columns, key, parent, where) in TREE_GROUPS.items():
         groups = TREE_GROUP.format(key=key, parent=parent, rolled=rolled, by="".join(f", {c}" for c in columns),
-                                   measures=per_group, where=where, fold=_fold())
+                                   by_a="".join(f", a.{c}" for c in columns), measures=per_group, where=where,
+                                   fold_p=_fold("p."))
         cells += session.execute(text(CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": kind}).rowcount
     ctes = LINE_CTES.format(fold_p=_fold("p."), measures=per_group, rolled=rolled)
     # the CTEs go first: "WITH ... INSERT ... SELECT" is the form both dialects accept
-    statement = ctes + CELL_INSERT.format(measures=measures, groups=LINE_GROUPS.format(rolled=rolled))
-    cells += session.execute(text(statement), {**params, "kind": "line"}).rowcount
-    for table in (WINDOW_PEOPLE, WINDOW_TREE, WINDOW_CLOSURE):
-        session.execute(text(f"DROP TABLE {table}"))
+    groups = LINE_GROUPS.format(rolled=rolled, names=", ".join(f"lg.{name}" for name in CELL_MEASURES))
+    cells += session.execute(text(ctes + CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": "line"}).rowcount
+    _drop(session, WINDOW_ENDS, WINDOW_SPAN, WINDOW_PEOPLE, WINDOW_TREE, WINDOW_CLOSURE)
     return cells
 
 
@@ -382,11 +463,13 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
                 ends_by_window[window].add(end)
     all_ends = set().union(*ends_by_window.values())
     _headcounts(session, org_id, sorted(all_ends))
+    _prepare_keys(session, org_id, activity.week_number(min(all_ends)) - max(WINDOWS) + 1, activity.week_number(max(all_ends)))
     now = utcnow()
     cells = 0
     for window, ends in sorted(ends_by_window.items()):
         session.execute(delete(C).where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week.in_(sorted(ends))))
         cells += _insert_cells(session, org_id, window, sorted(ends), now)
+    _drop(session, BUILD_LINES, BUILD_ATTRS, BUILD_WEEKS)
     for row in dirty_rows:
         if row.iso_week in target:
             session.delete(row)
