@@ -466,6 +466,10 @@ def test_search_ranking_filters_and_pagination(client, tenant):
     # Stemming and user input that looks like query syntax
     assert client.get("/api/v1/articles?q=vegetable", headers=tenant.headers).get_json()["total"] == 1
     assert client.get("/api/v1/articles?q=%22%29%28*%20OR%20NEAR", headers=tenant.headers).status_code == 200
+    # A query without a searchable word (punctuation, unassigned code points) finds nothing
+    for q in ("%21%3F%20-", "%F1%9E%BF%B7%C2%9D"):
+        answer = client.get(f"/api/v1/articles?q={q}", headers=tenant.headers)
+        assert answer.status_code == 200 and answer.get_json()["total"] == 0, answer.get_json()
 
 
 def test_search_never_crosses_tenants(client, tenant, other_tenant):

@@ -616,16 +616,18 @@ def _ranked_page(dialect: str, query: str, conditions: list, oldest_in_window: d
     found = select(func.count().label("found")).select_from(newest).subquery("found")
     candidates = select(newest.c.id, newest.c.updated_at).order_by(newest.c.updated_at.desc(), newest.c.id.desc()).limit(cap).subquery("candidates")
 
-    if not query:
-        order = (candidates.c.updated_at.desc(), candidates.c.id.desc())
-        ranked = select(candidates.c.id)
-    elif dialect == "postgresql":
+    fts_match = _fts5_match(query) if query and dialect != "postgresql" else None
+    if query and dialect == "postgresql":
         order = (func.ts_rank_cd(Article.search_vector, func.websearch_to_tsquery("english", query)).desc(), candidates.c.id.desc())
         ranked = select(candidates.c.id).join(Article, Article.id == candidates.c.id)
-    else:
-        fts = _fts5_ranking(_fts5_match(query))
+    elif fts_match is not None:
+        fts = _fts5_ranking(fts_match)
         order = (fts.c.rank, candidates.c.id.desc())
         ranked = select(candidates.c.id).join(fts, fts.c.rid == candidates.c.id)
+    else:
+        # No query, or (SQLite) one without a searchable term, which matches nothing.
+        order = (candidates.c.updated_at.desc(), candidates.c.id.desc())
+        ranked = select(candidates.c.id)
     ranked = ranked.add_columns(func.row_number().over(order_by=order).label("position"))
     if oldest_in_window is not None:
         ranked = ranked.where(select(func.count()).select_from(newest).scalar_subquery() > cap)
