@@ -510,7 +510,8 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
     if not target:
         return BuildResult([], 0, 0)
     latest = max(session.scalar(select(func.max(ActivityEvent.iso_week))) or target[-1],
-                 session.scalar(select(func.max(ReportPersonWeek.iso_week))) or target[-1], target[-1])
+                 session.scalar(select(ReportPersonWeek.iso_week).order_by(ReportPersonWeek.week_no.desc()).limit(1))
+                 or target[-1], target[-1])
     if _is_postgresql(session):
         # the build's sorts and hashes span the whole organisation: let them stay in memory
         session.execute(text(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'"))
