@@ -197,20 +197,30 @@ def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: lis
 # replaced by integer keys once per build, so the window folds and the line closure group
 # and join on integers instead of 64-character strings:
 #   BUILD_LINES  every reporting line (a manager's pseudonym) -> lid;
+#   BUILD_SPANS  each line's spans of weeks under one parent (first and last week recorded);
 #   BUILD_ATTRS  every combination of group attributes (department, team, manager) -> aid,
-#                with the manager's lid;
-#   BUILD_WEEKS  the weekly summaries of the build's weeks keyed (week, person, aid), flags
-#                for "did it at all", sums otherwise.
-# Per window: the period ends and the weeks each one spans; one row per (period end, person,
-# aid) with what the person did in the period (``changed`` marks people with more than one
-# row: they moved team or manager within the period); the period's reporting-line tree (each
-# line's latest recorded parent) and its closure (line -> itself and every line above it).
+#                with integer keys of its parts: did (department), tid (team within its
+#                department; none for no team) and the manager's lid (mid);
+#   BUILD_WEEKS  the weekly summaries of the build's weeks keyed (week, person, did, tid,
+#                mid), flags for "did it at all", sums otherwise: the rows of the one-week
+#                periods, keyed by period end like the folds. ``moved`` marks the people
+#                with more than one combination of group attributes in the build's weeks
+#                (they changed team or manager): their rows are folded per group, everybody
+#                else's are added up directly.
+# Per window: the period ends and the rows each one is folded from; one row per (period end,
+# person, did, tid, mid) with what the person did in the period; the period's reporting-line
+# tree (each line's latest recorded parent) and its closure (line -> itself and every line
+# above it). A window's rows are folded from those of the next smaller window (12 weeks
+# from three 4-week folds, not from twelve weeks), kept in WINDOW_FOLDS until the next
+# window is built.
 BUILD_LINES = "report_build_lines"
+BUILD_SPANS = "report_build_spans"
 BUILD_ATTRS = "report_build_attrs"
 BUILD_WEEKS = "report_build_weeks"
 WINDOW_ENDS = "report_window_ends"
 WINDOW_SPAN = "report_window_span"
 WINDOW_PEOPLE = "report_window_people"
+WINDOW_FOLDS = "report_window_folds"
 WINDOW_TREE = "report_window_tree"
 WINDOW_CLOSURE = "report_window_closure"
 FLAGS = ("delivered", "clicked", "reads", "pulse_answers", "enrolments", "completions")
@@ -222,6 +232,8 @@ CELL_MEASURES = {  # report_cells column -> how it comes out of rows with one pe
     "completions": "SUM(completions)",
 }
 MEASURE_COLUMNS = ", ".join(f"{c} INTEGER" for c in (*FLAGS, *SUMS, "answers"))
+PERIOD_ROWS = f"end_no INTEGER, pid INTEGER, did INTEGER, tid INTEGER, mid INTEGER, {MEASURE_COLUMNS}, moved INTEGER"
+assert all(larger % smaller == 0 for smaller, larger in zip(WINDOWS, WINDOWS[1:])), "each window folds the smaller one"
 
 
 def _fold(prefix: str = "") -> str:
@@ -253,7 +265,7 @@ def _analyze(session: Session, *tables: str) -> None:
 
 
 def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int) -> None:
-    """BUILD_LINES, BUILD_ATTRS and BUILD_WEEKS for the summaries of weeks ``first_week`` to
+    """BUILD_LINES, BUILD_SPANS, BUILD_ATTRS and BUILD_WEEKS for the summaries of weeks ``first_week`` to
     ``last_week`` (week numbers)."""
     params = {"org": org_id, "first": first_week, "last": last_week}
     in_range = "s.org_id = :org AND s.week_no BETWEEN :first AND :last"
@@ -266,20 +278,32 @@ def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int
             UNION SELECT s.manager FROM report_person_weeks s WHERE {in_range} AND s.manager <> ''
         ) lines
     """), params)
+    _temporary_table(session, BUILD_SPANS, "lid INTEGER, parent_lid INTEGER, first_week INTEGER, last_week INTEGER")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_SPANS}
+        SELECT l.lid, p.lid, MIN(a.week_no), MAX(a.week_no)
+        FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
+        WHERE a.org_id = :org GROUP BY l.lid, p.lid
+    """), {"org": org_id})
     _temporary_table(session, BUILD_ATTRS, "aid INTEGER PRIMARY KEY, department VARCHAR(100), team VARCHAR(100), "
-                     "manager VARCHAR(64), mid INTEGER")
+                     "manager VARCHAR(64), did INTEGER, tid INTEGER, mid INTEGER")
     session.execute(text(f"""
         INSERT INTO {BUILD_ATTRS}
-        SELECT ROW_NUMBER() OVER (ORDER BY a.department, a.team, a.manager), a.department, a.team, a.manager, l.lid
+        SELECT ROW_NUMBER() OVER (ORDER BY a.department, a.team, a.manager), a.department, a.team, a.manager,
+               DENSE_RANK() OVER (ORDER BY a.department),
+               CASE WHEN a.team <> '' THEN DENSE_RANK() OVER (ORDER BY a.department, a.team) END, l.lid
         FROM (SELECT DISTINCT s.department, s.team, s.manager FROM report_person_weeks s WHERE {in_range}) a
         LEFT JOIN {BUILD_LINES} l ON l.line = a.manager
     """), params)
-    _analyze(session, BUILD_LINES, BUILD_ATTRS)
-    _temporary_table(session, BUILD_WEEKS, f"week_no INTEGER, pid INTEGER, aid INTEGER, {MEASURE_COLUMNS}")
+    _analyze(session, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS)
+    _temporary_table(session, BUILD_WEEKS, PERIOD_ROWS)
     flags = ", ".join(f"CASE WHEN s.{f} > 0 THEN 1 ELSE 0 END" for f in FLAGS)
+    person = "PARTITION BY s.pseudonym"
     session.execute(text(f"""
         INSERT INTO {BUILD_WEEKS}
-        SELECT s.week_no, DENSE_RANK() OVER (ORDER BY s.pseudonym), a.aid, {flags}, s.pulse_sum, s.attendances, s.pulse_answers
+        SELECT s.week_no, DENSE_RANK() OVER (ORDER BY s.pseudonym), a.did, a.tid, a.mid, {flags}, s.pulse_sum, s.attendances,
+               s.pulse_answers,
+               CASE WHEN MIN(a.aid) OVER ({person}) = MAX(a.aid) OVER ({person}) THEN 0 ELSE 1 END
         FROM report_person_weeks s
         JOIN {BUILD_ATTRS} a ON a.department = s.department AND a.team = s.team AND a.manager = s.manager
         WHERE {in_range}
@@ -287,25 +311,44 @@ def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int
     _analyze(session, BUILD_WEEKS)
 
 
-def _fill_window(session: Session, org_id: int, window: int, ends: Sequence[str]) -> None:
-    end_numbers = {end: activity.week_number(end) for end in ends}
+def _fill_window(session: Session, window: int, ends: Sequence[str], fold_ends: Iterable[int]) -> None:
+    """WINDOW_ENDS (``ends``) and WINDOW_PEOPLE: the rows of the periods ending with
+    ``fold_ends`` (week numbers, ``ends`` among them), one per person and groups, folded from
+    the rows of the next smaller window (weekly rows for a one-week window)."""
     _temporary_table(session, WINDOW_ENDS, "end_no INTEGER PRIMARY KEY, end_week VARCHAR(8)")
-    _bulk_insert(session, WINDOW_ENDS, ("end_no", "end_week"), [(n, end) for end, n in end_numbers.items()])
-    # each end with the weeks of its period: the fold is an equi-join, not a range join
-    _temporary_table(session, WINDOW_SPAN, "end_no INTEGER, week_no INTEGER")
-    _bulk_insert(session, WINDOW_SPAN, ("end_no", "week_no"), [(n, n - i) for n in end_numbers.values() for i in range(window)])
+    _bulk_insert(session, WINDOW_ENDS, ("end_no", "end_week"), [(activity.week_number(end), end) for end in ends])
+    _temporary_table(session, WINDOW_PEOPLE, PERIOD_ROWS)
+    if window == WINDOWS[0]:
+        session.execute(text(f"""
+            INSERT INTO {WINDOW_PEOPLE} SELECT * FROM {BUILD_WEEKS} WHERE end_no IN (SELECT end_no FROM {WINDOW_ENDS})
+        """))
+        return
+    smaller = WINDOWS[WINDOWS.index(window) - 1]
+    # each end with the ends of the smaller periods it is made of: the fold is an equi-join
+    _temporary_table(session, WINDOW_SPAN, "end_no INTEGER, part_no INTEGER")
+    _bulk_insert(session, WINDOW_SPAN, ("end_no", "part_no"),
+                 [(n, n - i * smaller) for n in sorted(set(fold_ends)) for i in range(window // smaller)])
     _analyze(session, WINDOW_ENDS, WINDOW_SPAN)
-    _temporary_table(session, WINDOW_PEOPLE, f"end_no INTEGER, pid INTEGER, aid INTEGER, {MEASURE_COLUMNS}, changed INTEGER")
+    source = BUILD_WEEKS if smaller == 1 else WINDOW_FOLDS
+    # a person who stayed in one group has one row per period: grouped by person alone (a
+    # narrower key, and the planner's estimate of the groups is right, so it hashes)
     session.execute(text(f"""
         INSERT INTO {WINDOW_PEOPLE}
-        SELECT w.end_no, b.pid, b.aid, {_fold("b.")}, 0
-        FROM {BUILD_WEEKS} b JOIN {WINDOW_SPAN} w ON w.week_no = b.week_no
-        GROUP BY w.end_no, b.pid, b.aid
+        SELECT w.end_no, b.pid, MAX(b.did), MAX(b.tid), MAX(b.mid), {_fold("b.")}, 0
+        FROM {source} b JOIN {WINDOW_SPAN} w ON w.part_no = b.end_no
+        WHERE b.moved = 0
+        GROUP BY w.end_no, b.pid
+        UNION ALL
+        SELECT w.end_no, b.pid, b.did, b.tid, b.mid, {_fold("b.")}, 1
+        FROM {source} b JOIN {WINDOW_SPAN} w ON w.part_no = b.end_no
+        WHERE b.moved = 1
+        GROUP BY w.end_no, b.pid, b.did, b.tid, b.mid
     """))
-    session.execute(text(f"""
-        UPDATE {WINDOW_PEOPLE} SET changed = 1 WHERE (end_no, pid) IN (
-            SELECT end_no, pid FROM {WINDOW_PEOPLE} GROUP BY end_no, pid HAVING COUNT(*) > 1)
-    """))
+    _drop(session, WINDOW_SPAN)
+
+
+def _window_lines(session: Session, window: int) -> None:
+    """WINDOW_TREE and WINDOW_CLOSURE for the periods of WINDOW_ENDS."""
     # the tree from each line's spans of weeks under one parent (a few rows per line)
     _temporary_table(session, WINDOW_TREE, "end_no INTEGER, lid INTEGER, parent_lid INTEGER")
     session.execute(text(f"""
@@ -314,14 +357,11 @@ def _fill_window(session: Session, org_id: int, window: int, ends: Sequence[str]
             SELECT t.end_no, s.lid, s.parent_lid,
                    ROW_NUMBER() OVER (PARTITION BY t.end_no, s.lid
                                       ORDER BY CASE WHEN s.last_week < t.end_no THEN s.last_week ELSE t.end_no END DESC) AS latest
-            FROM (SELECT l.lid, p.lid AS parent_lid, MIN(a.week_no) AS first_week, MAX(a.week_no) AS last_week
-                  FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
-                  WHERE a.org_id = :org GROUP BY l.lid, p.lid) s
-            JOIN {WINDOW_ENDS} t ON s.first_week <= t.end_no AND s.last_week >= t.end_no - :span
+            FROM {BUILD_SPANS} s JOIN {WINDOW_ENDS} t ON s.first_week <= t.end_no AND s.last_week >= t.end_no - :span
         ) ranked WHERE latest = 1
-    """), {"org": org_id, "span": window - 1})
+    """), {"span": window - 1})
     session.execute(text(f"CREATE INDEX ix_{WINDOW_TREE} ON {WINDOW_TREE} (end_no, lid)"))
-    _analyze(session, WINDOW_PEOPLE, WINDOW_TREE)
+    _analyze(session, WINDOW_ENDS, WINDOW_PEOPLE, WINDOW_TREE)
     _temporary_table(session, WINDOW_CLOSURE, "end_no INTEGER, lid INTEGER, ancestor INTEGER")
     session.execute(text(f"""
         WITH RECURSIVE closure (end_no, lid, ancestor, depth) AS (
@@ -348,27 +388,28 @@ CELL_INSERT = f"""
     ORDER BY e.end_week, g.group_key
 """
 
-# group kind -> (attributes a person is grouped by, key, parent key, condition)
+# group kind -> (integer key a person is grouped by, its names, key, parent key)
 TREE_GROUPS = {
-    "org": ((), "''", "NULL", ""),
-    "department": (("department",), "department", "''", ""),
-    "team": (("department", "team"), "department || '/' || team", "department", "AND a.team <> ''"),
+    "org": ((), "", "''", "NULL"),
+    "department": (("did",), f"JOIN (SELECT DISTINCT did, department FROM {BUILD_ATTRS}) n ON n.did = g.did",
+                   "n.department", "''"),
+    "team": (("tid",), f"JOIN (SELECT DISTINCT tid, department, team FROM {BUILD_ATTRS}) n ON n.tid = g.tid",
+             "n.department || '/' || n.team", "n.department"),
 }
 
 # A manager's line adds up the lines below it (closure join on per-manager sums); people who
-# changed manager or team within the period are folded once per line they fall in.
+# changed manager or team (``moved``) are folded once per line they fall in.
 LINE_CTES = f"""
 WITH steady AS (
-    SELECT p.end_no, a.mid, {{measures}}
-    FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
-    WHERE p.changed = 0 AND a.mid IS NOT NULL
-    GROUP BY p.end_no, a.mid
+    SELECT p.end_no, p.mid, {{measures}}
+    FROM {WINDOW_PEOPLE} p
+    WHERE p.moved = 0 AND p.mid IS NOT NULL
+    GROUP BY p.end_no, p.mid
 ), moved AS (
     SELECT end_no, ancestor, {{measures}} FROM (
         SELECT p.end_no, c.ancestor, p.pid, {{fold_p}}
-        FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
-        JOIN {WINDOW_CLOSURE} c ON c.end_no = p.end_no AND c.lid = a.mid
-        WHERE p.changed = 1
+        FROM {WINDOW_PEOPLE} p JOIN {WINDOW_CLOSURE} c ON c.end_no = p.end_no AND c.lid = p.mid
+        WHERE p.moved = 1
         GROUP BY p.end_no, c.ancestor, p.pid
     ) x GROUP BY end_no, ancestor
 ), rolled AS (
@@ -389,26 +430,31 @@ JOIN {BUILD_LINES} l ON l.lid = lg.ancestor
 LEFT JOIN {BUILD_LINES} pl ON pl.lid = lg.parent_lid
 """
 TREE_GROUP = f"""
-SELECT end_no, {{key}} AS group_key, {{parent}} AS parent_key, {{rolled}} FROM (
-    SELECT p.end_no{{by_a}}, {{measures}}
-    FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
-    WHERE p.changed = 0 {{where}} GROUP BY p.end_no{{by_a}}
-    UNION ALL
-    SELECT end_no{{by}}, {{measures}} FROM (
-        SELECT p.end_no, p.pid{{by_a}}, {{fold_p}}
-        FROM {WINDOW_PEOPLE} p JOIN {BUILD_ATTRS} a ON a.aid = p.aid
-        WHERE p.changed = 1 {{where}}
-        GROUP BY p.end_no, p.pid{{by_a}}
-    ) x GROUP BY end_no{{by}}
-) u GROUP BY end_no{{by}}
+SELECT g.end_no, {{key}} AS group_key, {{parent}} AS parent_key, {{names}} FROM (
+    SELECT end_no{{by}}, {{rolled}} FROM (
+        SELECT p.end_no{{by_p}}, {{measures}}
+        FROM {WINDOW_PEOPLE} p
+        WHERE p.moved = 0 {{where}} GROUP BY p.end_no{{by_p}}
+        UNION ALL
+        SELECT end_no{{by}}, {{measures}} FROM (
+            SELECT p.end_no, p.pid{{by_p}}, {{fold_p}}
+            FROM {WINDOW_PEOPLE} p
+            WHERE p.moved = 1 {{where}}
+            GROUP BY p.end_no, p.pid{{by_p}}
+        ) x GROUP BY end_no{{by}}
+    ) u GROUP BY end_no{{by}}
+) g {{join_names}}
 """
 
 
-def _insert_cells(session: Session, org_id: int, window: int, ends: Sequence[str], now: datetime) -> int:
+def _insert_cells(session: Session, org_id: int, window: int, ends: Sequence[str], fold_ends: Iterable[int],
+                  now: datetime) -> int:
     """Every cell of ``window`` ending with each week of ``ends``, from the weekly summaries
-    (BUILD_WEEKS). Rows of people who changed group within the period are folded per group
-    first, so each person counts once in every group they belonged to."""
-    _fill_window(session, org_id, window, ends)
+    (BUILD_WEEKS); leaves the window's folds (ending with ``fold_ends``) in WINDOW_FOLDS.
+    Rows of people who changed group are folded per group first, so each person counts once
+    in every group they belonged to."""
+    _fill_window(session, window, ends, fold_ends)
+    _window_lines(session, window)
     measures = ", ".join(CELL_MEASURES)
     # every level casts its sums back to INTEGER: a sum of BIGINT sums is NUMERIC, whose
     # aggregation is several times slower and larger in memory
@@ -416,17 +462,33 @@ def _insert_cells(session: Session, org_id: int, window: int, ends: Sequence[str
     rolled = ", ".join(f"CAST(SUM({name}) AS INTEGER) AS {name}" for name in CELL_MEASURES)
     params = {"org": org_id, "window": window, "now": now}
     cells = 0
-    for kind, (columns, key, parent, where) in TREE_GROUPS.items():
-        groups = TREE_GROUP.format(key=key, parent=parent, rolled=rolled, by="".join(f", {c}" for c in columns),
-                                   by_a="".join(f", a.{c}" for c in columns), measures=per_group, where=where,
+    names = ", ".join(f"g.{name}" for name in CELL_MEASURES)
+    for kind, (columns, join_names, key, parent) in TREE_GROUPS.items():
+        groups = TREE_GROUP.format(key=key, parent=parent, rolled=rolled, names=names, join_names=join_names,
+                                   by="".join(f", {c}" for c in columns), by_p="".join(f", p.{c}" for c in columns),
+                                   where="".join(f"AND p.{c} IS NOT NULL" for c in columns), measures=per_group,
                                    fold_p=_fold("p."))
         cells += session.execute(text(CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": kind}).rowcount
     ctes = LINE_CTES.format(fold_p=_fold("p."), measures=per_group, rolled=rolled)
     # the CTEs go first: "WITH ... INSERT ... SELECT" is the form both dialects accept
     groups = LINE_GROUPS.format(rolled=rolled, names=", ".join(f"lg.{name}" for name in CELL_MEASURES))
     cells += session.execute(text(ctes + CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": "line"}).rowcount
-    _drop(session, WINDOW_ENDS, WINDOW_SPAN, WINDOW_PEOPLE, WINDOW_TREE, WINDOW_CLOSURE)
+    _drop(session, WINDOW_ENDS, WINDOW_TREE, WINDOW_CLOSURE)
+    session.execute(text(f"DROP TABLE IF EXISTS {WINDOW_FOLDS}"))
+    session.execute(text(f"ALTER TABLE {WINDOW_PEOPLE} RENAME TO {WINDOW_FOLDS}"))
     return cells
+
+
+def _fold_ends(ends_by_window: dict[int, set[str]]) -> dict[int, set[int]]:
+    """Window -> the ends (week numbers) of its periods to fold: its own, and those the
+    next larger window's periods are made of."""
+    out: dict[int, set[int]] = {}
+    parts: set[int] = set()
+    for i in reversed(range(len(WINDOWS))):
+        window, smaller = WINDOWS[i], WINDOWS[i - 1] if i else 1
+        out[window] = {activity.week_number(end) for end in ends_by_window[window]} | parts
+        parts = {n - j * smaller for n in out[window] for j in range(window // smaller)}
+    return out
 
 
 BUILD_WORK_MEM = "256MB"
@@ -448,7 +510,8 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
     if not target:
         return BuildResult([], 0, 0)
     latest = max(session.scalar(select(func.max(ActivityEvent.iso_week))) or target[-1],
-                 session.scalar(select(func.max(ReportPersonWeek.iso_week))) or target[-1], target[-1])
+                 session.scalar(select(ReportPersonWeek.iso_week).order_by(ReportPersonWeek.week_no.desc()).limit(1))
+                 or target[-1], target[-1])
     if _is_postgresql(session):
         # the build's sorts and hashes span the whole organisation: let them stay in memory
         session.execute(text(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'"))
@@ -466,10 +529,12 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
     _prepare_keys(session, org_id, activity.week_number(min(all_ends)) - max(WINDOWS) + 1, activity.week_number(max(all_ends)))
     now = utcnow()
     cells = 0
-    for window, ends in sorted(ends_by_window.items()):
-        session.execute(delete(C).where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week.in_(sorted(ends))))
-        cells += _insert_cells(session, org_id, window, sorted(ends), now)
-    _drop(session, BUILD_LINES, BUILD_ATTRS, BUILD_WEEKS)
+    fold_ends = _fold_ends(ends_by_window)
+    for window in WINDOWS:
+        ends = sorted(ends_by_window[window])
+        session.execute(delete(C).where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week.in_(ends)))
+        cells += _insert_cells(session, org_id, window, ends, fold_ends[window], now)
+    _drop(session, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_WEEKS, WINDOW_FOLDS)
     for row in dirty_rows:
         if row.iso_week in target:
             session.delete(row)
