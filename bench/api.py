@@ -24,20 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._load import LoadResult, run_load  # noqa: E402
-from bench._support import create_org_with_token, free_port, prepare_database  # noqa: E402
+from bench._support import cpu_seconds, create_org_with_token, free_port, prepare_database  # noqa: E402
 from shared.config import load_settings  # noqa: E402
-
-
-def _cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU time the processes have used so far (from /proc)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _process_tree(root: int) -> set[int]:
@@ -78,10 +66,10 @@ class CpuMeter:
 
     def measure(self, run) -> LoadResult:  # noqa: ANN001
         server, backends = _process_tree(self._server_pid), self._backends()
-        server_before, backends_before = _cpu_seconds(server), _cpu_seconds(backends)
+        server_before, backends_before = cpu_seconds(server), cpu_seconds(backends)
         result = run()
         backends |= self._backends()
-        server_after, backends_after = _cpu_seconds(server), _cpu_seconds(backends)
+        server_after, backends_after = cpu_seconds(server), cpu_seconds(backends)
         # Backends that opened during the run count from zero.
         totals = self._totals.setdefault(result.path, [0, 0.0, 0.0])
         totals[0] += result.requests

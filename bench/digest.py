@@ -29,8 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._support import free_port, prepare_database  # noqa: E402
-
+from bench._support import cpu_seconds, free_port, prepare_database  # noqa: E402
 
 
 # ---- the sink: a separate process that accepts and counts --------------------------------
@@ -60,18 +59,6 @@ def start_sink(port: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("sink did not start")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes used so far (Linux /proc; 0 elsewhere)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 # ---- setup -------------------------------------------------------------------------------
