@@ -325,14 +325,14 @@ def _article_row(article: Article, organisation: Organisation) -> dict:
 
 def render(settings: Settings, organisation: Organisation, employee: Employee, iso_week: str, chosen: list[Article],
            programs: list[Program], today: date, preview: bool = False, sessions: list[ProgramSession] = (),
-           article_rows: dict[int, dict] | None = None) -> RenderedDigest:
-    """One employee's digest. ``article_rows`` (article id -> what every recipient sees of
+           shared_rows: dict[int, dict] | None = None) -> RenderedDigest:
+    """One employee's digest. ``shared_rows`` (article id -> what every recipient sees of
     it) is a batch's cache, filled as articles come up, so a batch builds each row once."""
     secret, base = settings.secret_key, settings.public_url
     locale = _locale(employee.locale or organisation.default_locale)
     week_label = _week_label(iso_week, locale)
     track = employee.analytics_consent and not preview
-    rows = {} if article_rows is None else article_rows
+    rows = {} if shared_rows is None else shared_rows
     hour = int(time.time() // 3600)
     for a in chosen:
         if a.id not in rows:
