@@ -179,6 +179,29 @@ def test_parts_go_7bit_when_ascii_and_quoted_printable_otherwise_and_read_the_sa
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
 
 
+def test_digests_of_one_shape_each_carry_their_own_name_and_links_escaped_in_html(db, settings, tenant, smtp_sink):
+    # Same articles and language: one rendered shape, the names and signed links filled in per message.
+    ids = add_employees(db, tenant.org_id, 1, prefix="amp", first_name="Ann & <Bo>")
+    ids += add_employees(db, tenant.org_id, 1, prefix="plain", first_name="Cy", analytics_consent=True)
+    add_article(db, tenant.org_id, "Sleep & rest <basics>")
+    _process(db, settings, tenant.org_id, _start(db, tenant.org_id))
+    messages = {m["To"]: m for m in smtp_sink.wait_for(2)}
+    for address, employee_id, name in (("amp0@staff.example", ids[0], "Ann & <Bo>"), ("plain0@staff.example", ids[1], "Cy")):
+        message = messages[address]
+        text = message.get_body(preferencelist=("plain",)).get_content()
+        body = message.get_body(preferencelist=("html",)).get_content()
+        assert f"Hi {name}," in text and f"Hi {html.escape(name, quote=True)}," in body
+        assert "Sleep & rest <basics>" in text and "Sleep &amp; rest &lt;basics&gt;" in body
+        for part in (text, body):
+            (unsubscribe,) = set(re.findall(r"http://wellbeing\.test/u/([\w.-]+)", part))
+            assert f"/u/{unsubscribe}>" in message["List-Unsubscribe"]
+            assert digest_render.read_unsubscribe_token(settings.secret_key, unsubscribe).employee_id == employee_id
+            (pulse,) = set(re.findall(r"http://wellbeing\.test/pulse/([\w.-]+)/\d", part))
+            assert digest_render.read_pulse_token(settings.secret_key, pulse, 3).employee_id == employee_id
+            (preferences,) = set(re.findall(r"http://wellbeing\.test/p/([\w.-]+)", part))
+            assert employees.read_preference_token(settings.secret_key, preferences)[1] == employee_id
+
+
 def test_css_inlined_once_at_load_styles_every_element_like_inlining_each_message(db, settings, tenant, monkeypatch):
     (employee_id,) = add_employees(db, tenant.org_id, 1)
     for n in range(3):

@@ -10,6 +10,7 @@ import logging
 import quopri
 import random
 import re
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import css_inline
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time, get_datetime_format, get_timezone_gmt, get_timezone_name
 from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
+from markupsafe import escape
 
 from shared import security
 from shared.config import Settings
@@ -89,7 +91,8 @@ def _html_template() -> tuple[Template, bool]:
     inlined = _inliner().inline(protected)
     survived = Counter(int(i) for i in _PLACEHOLDER.findall(inlined))
     if all(tags[i].startswith("{{") for i in in_style) and all(survived[i] == 1 for i in range(len(tags)) if i not in in_style):
-        return env.from_string(_PLACEHOLDER.sub(lambda m: tags[int(m.group(1))], inlined)), False
+        # A template from a string is not named .html, so autoescape is asked for here.
+        return env.overlay(autoescape=True).from_string(_PLACEHOLDER.sub(lambda m: tags[int(m.group(1))], inlined)), False
     log.warning("digest.html cannot be inlined once at load; inlining its CSS per message")
     return env.get_template("digest.html"), True
 
@@ -159,11 +162,6 @@ def pulse_token(secret: str, employee: Employee, iso_week: str, preview: bool = 
     """One signature for the week's pulse: its five links add the score to the path
     (any of the five is the employee's own answer to give; the token fixes who and which week)."""
     return _sign(secret, PULSE_PURPOSE, employee, preview, w=iso_week)
-
-
-def pulse_links(base: str, secret: str, employee: Employee, iso_week: str, preview: bool = False) -> list[tuple[int, str]]:
-    token = pulse_token(secret, employee, iso_week, preview)
-    return [(score, f"{base}/pulse/{token}/{score}") for score in PULSE_SCORES]
 
 
 def read_pulse_token(secret: str, token: str, score: int | None) -> EmployeeLink | None:
@@ -323,49 +321,110 @@ def _article_row(article: Article, organisation: Organisation) -> dict:
     }
 
 
-def render(settings: Settings, organisation: Organisation, employee: Employee, iso_week: str, chosen: list[Article],
-           programs: list[Program], today: date, preview: bool = False, sessions: list[ProgramSession] = (),
-           shared_rows: dict[int, dict] | None = None) -> RenderedDigest:
-    """One employee's digest. ``shared_rows`` (article id -> what every recipient sees of
-    it) is a batch's cache, filled as articles come up, so a batch builds each row once."""
-    secret, base = settings.secret_key, settings.public_url
-    locale = _locale(employee.locale or organisation.default_locale)
-    week_label = _week_label(iso_week, locale)
-    track = employee.analytics_consent and not preview
-    rows = {} if shared_rows is None else shared_rows
-    hour = int(time.time() // 3600)
+# A digest's "shape" is everything in it but the recipient's own values (first name and
+# signed links): most recipients of a batch share a few shapes (same articles, programs,
+# language), so the templates run once per shape and each message fills in its values.
+# In the rendered shape those values are markers with a per-process random part, which
+# no article text can contain by chance.
+_SLOT_MARK = f"wbslot{secrets.token_hex(8)}n"
+_SLOT = re.compile(re.escape(_SLOT_MARK) + r"(\d+)x")
+_FIRST_NAME, _PREFERENCES_URL, _UNSUBSCRIBE_URL, _PULSE_TOKEN, _FIRST_ARTICLE_URL = range(5)
+
+
+def _slot(number: int) -> str:
+    return f"{_SLOT_MARK}{number}x"
+
+
+@dataclass(frozen=True)
+class _Filled:
+    """A rendered shape's text: its fixed pieces, with a slot number between each two."""
+
+    pieces: tuple[str, ...]
+    slots: tuple[int, ...]
+
+    @classmethod
+    def of(cls, rendered: str) -> _Filled:
+        parts = _SLOT.split(rendered)
+        return cls(tuple(parts[0::2]), tuple(int(n) for n in parts[1::2]))
+
+    def fill(self, values: list[str]) -> str:
+        out = [self.pieces[0]]
+        for slot, piece in zip(self.slots, self.pieces[1:]):
+            out.append(values[slot])
+            out.append(piece)
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    subject: str
+    html: _Filled
+    text: _Filled
+
+
+@dataclass
+class RenderCache:
+    """A batch's rendering cache (one organisation, one day): what every recipient sees
+    of an article, and each shape rendered so far."""
+
+    article_rows: dict[int, dict] = field(default_factory=dict)
+    shapes: dict[tuple, _Shape] = field(default_factory=dict)
+
+
+def _shape(organisation: Organisation, locale: Locale, iso_week: str, chosen: list[Article], programs: list[Program],
+           today: date, sessions: list[ProgramSession], timezone_name: str, base: str, cache: RenderCache) -> _Shape:
     for a in chosen:
-        if a.id not in rows:
-            rows[a.id] = _article_row(a, organisation)
-    article_rows = [
-        {
-            **rows[a.id],
-            # The employee id rides in the link (so a read counts as activity) only with analytics consent.
-            "url": article_domain.article_link(base, secret, organisation.id, a.id, employee.id) if track
-            else _shared_article_link(base, secret, organisation.id, a.id, hour),
-        }
-        for a in chosen
-    ]
-    unsubscribe_url = f"{base}/u/{unsubscribe_token(secret, employee, preview)}"
+        if a.id not in cache.article_rows:
+            cache.article_rows[a.id] = _article_row(a, organisation)
+    week_label = _week_label(iso_week, locale)
     context = {
         "lang": str(locale).replace("_", "-"),
         "colour": organisation.brand_colour if _is_colour(organisation.brand_colour) else "#2f6f4f",
         "organisation_name": organisation.name,
-        "first_name": employee.first_name,
+        "first_name": _slot(_FIRST_NAME),
         "heading": f"Your wellbeing digest, week of {week_label}",
         "subject": f"{organisation.name}: your wellbeing digest, week of {week_label}",
-        "articles": article_rows,
+        "articles": [{**cache.article_rows[a.id], "url": _slot(_FIRST_ARTICLE_URL + i)} for i, a in enumerate(chosen)],
         "programs": [{"name": p.name, "when": program_line(p, today, locale)} for p in programs],
-        "sessions": session_rows(list(sessions), programs, employee.timezone, locale),
-        "pulse_links": pulse_links(base, secret, employee, iso_week, preview),
-        "preferences_url": f"{base}/p/{employee_domain.preference_token(secret, employee)}" if not preview else f"{base}/p/preview",
-        "unsubscribe_url": unsubscribe_url,
+        "sessions": session_rows(list(sessions), programs, timezone_name, locale),
+        "pulse_links": [(score, f"{base}/pulse/{_slot(_PULSE_TOKEN)}/{score}") for score in PULSE_SCORES],
+        "preferences_url": _slot(_PREFERENCES_URL),
+        "unsubscribe_url": _slot(_UNSUBSCRIBE_URL),
     }
     html_template, inline_per_message = _html_template()
     html = html_template.render(context)
     if inline_per_message:
         html = _inliner().inline(html)
-    text = _text_template().render(context)
+    return _Shape(context["subject"], _Filled.of(html), _Filled.of(_text_template().render(context)))
+
+
+def render(settings: Settings, organisation: Organisation, employee: Employee, iso_week: str, chosen: list[Article],
+           programs: list[Program], today: date, preview: bool = False, sessions: list[ProgramSession] = (),
+           cache: RenderCache | None = None) -> RenderedDigest:
+    """One employee's digest. ``cache`` is a batch's (one organisation, ``today``): the
+    templates run once per shape of digest, not once per message."""
+    secret, base = settings.secret_key, settings.public_url
+    locale = _locale(employee.locale or organisation.default_locale)
+    cache = RenderCache() if cache is None else cache
+    # Session times are shown in the employee's timezone; without sessions it plays no part.
+    key = (str(locale), iso_week, tuple(a.id for a in chosen), tuple(p.id for p in programs), tuple(s.id for s in sessions),
+           employee.timezone if sessions else None)
+    shape = cache.shapes.get(key)
+    if shape is None:
+        shape = cache.shapes[key] = _shape(organisation, locale, iso_week, chosen, programs, today, list(sessions),
+                                           employee.timezone, base, cache)
+    track = employee.analytics_consent and not preview
+    hour = int(time.time() // 3600)
+    unsubscribe_url = f"{base}/u/{unsubscribe_token(secret, employee, preview)}"
+    values = [
+        str(employee.first_name),
+        f"{base}/p/{employee_domain.preference_token(secret, employee)}" if not preview else f"{base}/p/preview",
+        unsubscribe_url,
+        pulse_token(secret, employee, iso_week, preview),
+        # The employee id rides in the link (so a read counts as activity) only with analytics consent.
+        *(article_domain.article_link(base, secret, organisation.id, a.id, employee.id) if track
+          else _shared_article_link(base, secret, organisation.id, a.id, hour) for a in chosen),
+    ]
     headers = {
         "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{unsubscribe_address(settings, employee, preview, today)}?subject=unsubscribe>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -373,7 +432,8 @@ def render(settings: Settings, organisation: Organisation, employee: Employee, i
         "Auto-Submitted": "auto-generated",
         "Precedence": "bulk",
     }
-    return RenderedDigest(context["subject"], html, text, [a.id for a in chosen], headers, [s.id for s in sessions])
+    return RenderedDigest(shape.subject, shape.html.fill([escape(v) for v in values]), shape.text.fill(values),
+                          [a.id for a in chosen], headers, [s.id for s in sessions])
 
 
 def _article_image(article: Article) -> dict | None:

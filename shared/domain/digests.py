@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Integer, String, and_, bindparam, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -368,8 +368,8 @@ class BatchContext:
     today: date
     # program id -> its sessions starting in the next two weeks
     upcoming_sessions: dict[int, list[ProgramSession]] = field(default_factory=dict)
-    # article id -> what every recipient sees of it (filled by render)
-    article_rows: dict[int, dict] = field(default_factory=dict)
+    # shapes of digest rendered so far, and what every recipient sees of an article (filled by render)
+    render_cache: digest_render.RenderCache = field(default_factory=digest_render.RenderCache)
 
 
 def batch_context(session: Session, today: date, now: datetime | None = None) -> BatchContext:
@@ -407,7 +407,7 @@ def personalise(settings: Settings, ctx: BatchContext, employee: Employee, iso_w
     chosen = digest_render.choose_articles(ctx.candidates, received, employee.digest_topics, program_topics)
     sessions = sorted((s for p in programs for s in ctx.upcoming_sessions.get(p.id, ())), key=lambda s: (s.starts_at, s.id))
     return digest_render.render(settings, ctx.organisation, employee, iso_week, chosen, programs, ctx.today, preview, sessions,
-                                ctx.article_rows)
+                                ctx.render_cache)
 
 
 def preview(session: Session, settings: Settings, employee_id: int, iso_week: str | None = None, now: datetime | None = None) -> dict:
@@ -688,26 +688,14 @@ def _smtp_error(delivery: _Delivery, error: Exception, connection: _Connection, 
 
 def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delivery], outcome: BatchOutcome) -> None:
     """Record the decided outcomes of a chunk, each only while the claim is still this
-    worker's, in a few statements: the sent rows in one UPDATE (and their digest items in
-    one INSERT), the skipped rows one UPDATE per reason; failures and retries (rare) one
+    worker's, in a few statements: the sent rows and their digest items together (see
+    _mark_sent), the skipped rows one UPDATE per reason; failures and retries (rare) one
     by one. Undecided deliveries (not handed to SMTP) are left alone."""
     now = utcnow()
     sent = [d for d in deliveries if d.state == SendState.SENT]
     if sent:
-        ours = set(session.scalars(
-            update(DigestSend).where(DigestSend.id.in_([d.send_id for d in sent]), DigestSend.claimed_by == worker,
-                                     DigestSend.state == SendState.SENDING)
-            .values(state=SendState.SENT, claimed_by=None, attempts=DigestSend.attempts + 1, sent_at=now, updated_at=now,
-                    last_error=None, next_attempt_at=None,
-                    message_id=case({d.send_id: d.message_id for d in sent}, value=DigestSend.id),
-                    recipient=case({d.send_id: d.recipient for d in sent}, value=DigestSend.id))
-            .returning(DigestSend.id).execution_options(synchronize_session=False)))
+        ours = _mark_sent(session, org_id, worker, sent, now)
         sent = [d for d in sent if d.send_id in ours]
-    if sent:
-        items = [{"org_id": org_id, "send_id": d.send_id, "employee_id": d.employee_id, "article_id": a, "position": i}
-                 for d in sent for i, a in enumerate(d.article_ids)]
-        if items:
-            _insert_items(session, items)
         for d in sent:
             if d.suppression is not None and d.suppression[1] and d.suppression[2] is None:
                 session.execute(update(SuppressedAddress).where(SuppressedAddress.id == d.suppression[0])
@@ -736,19 +724,58 @@ def _record(session: Session, org_id: int, worker: str, deliveries: list[_Delive
 
 
 _ITEM_COLUMNS = ("org_id", "send_id", "employee_id", "article_id", "position")
-# PostgreSQL: a chunk's digest items in one statement, its columns as arrays (an
-# executemany is one execution per row on the server; a multi-row VALUES is compiled anew
-# for each chunk). Built once: the statement's text never changes.
-_ITEMS_FROM_ARRAYS = insert(DigestItem.__table__).from_select(list(_ITEM_COLUMNS), select(*(
-    column for column in func.unnest(*(bindparam(c, type_=postgresql.ARRAY(Integer)) for c in _ITEM_COLUMNS))
-    .table_valued(*_ITEM_COLUMNS).render_derived().c)))
 
 
-def _insert_items(session: Session, items: list[dict]) -> None:
+def _mark_sent_from_arrays():
+    """PostgreSQL: a chunk's sent rows marked sent (those still claimed by the worker) and
+    their digest items inserted, in one statement whose text never changes (built once):
+    the values travel as arrays, so the server runs one statement, not one per row, and
+    neither SQLAlchemy nor psycopg builds a new query per chunk. Run on the session's
+    connection, past the ORM (whose tenant guard does not understand a DML CTE): the
+    organisation is named explicitly."""
+    sends = DigestSend.__table__
+    sent = func.unnest(*(bindparam(name, type_=postgresql.ARRAY(kind)) for name, kind in
+                         (("send_ids", Integer), ("message_ids", String), ("recipients", String)))
+                       ).table_valued("id", "message_id", "recipient").render_derived()
+    now = bindparam("now", type_=UTCDateTime())
+    marked = (update(sends).where(sends.c.id == sent.c.id, sends.c.org_id == bindparam("org"), sends.c.claimed_by == bindparam("worker"),
+                                  sends.c.state == SendState.SENDING)
+              .values(state=SendState.SENT, claimed_by=None, attempts=sends.c.attempts + 1, sent_at=now, updated_at=now,
+                      last_error=None, next_attempt_at=None, message_id=sent.c.message_id, recipient=sent.c.recipient)
+              .returning(sends.c.id).cte("marked"))
+    items = func.unnest(*(bindparam(f"item_{c}", type_=postgresql.ARRAY(Integer)) for c in _ITEM_COLUMNS)
+                        ).table_valued(*_ITEM_COLUMNS).render_derived()
+    added = insert(DigestItem.__table__).from_select(list(_ITEM_COLUMNS), select(*items.c).where(
+        items.c.send_id.in_(select(marked.c.id)))).cte("added")
+    return select(marked.c.id).add_cte(added)
+
+
+_MARK_SENT_FROM_ARRAYS = _mark_sent_from_arrays()
+
+
+def _mark_sent(session: Session, org_id: int, worker: str, sent: list[_Delivery], now: datetime) -> set[int]:
+    """Mark sent the rows of ``sent`` still claimed by ``worker`` and insert their digest
+    items. Returns the ids marked."""
+    items = [(org_id, d.send_id, d.employee_id, article_id, position) for d in sent for position, article_id in enumerate(d.article_ids)]
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_ITEMS_FROM_ARRAYS, {c: [item[c] for item in items] for c in _ITEM_COLUMNS})
-    else:  # SQLite runs an executemany in-process
-        session.execute(insert(DigestItem), items)
+        columns = list(zip(*items)) if items else [()] * len(_ITEM_COLUMNS)
+        return set(session.connection().scalars(_MARK_SENT_FROM_ARRAYS, {
+            "org": org_id, "worker": worker, "now": now, "send_ids": [d.send_id for d in sent],
+            "message_ids": [d.message_id for d in sent], "recipients": [d.recipient for d in sent],
+            **{f"item_{c}": list(values) for c, values in zip(_ITEM_COLUMNS, columns)}}))
+    # SQLite (in-process: statements cost no round trips): one UPDATE, then the items as an executemany.
+    ours = set(session.scalars(
+        update(DigestSend).where(DigestSend.id.in_([d.send_id for d in sent]), DigestSend.claimed_by == worker,
+                                 DigestSend.state == SendState.SENDING)
+        .values(state=SendState.SENT, claimed_by=None, attempts=DigestSend.attempts + 1, sent_at=now, updated_at=now,
+                last_error=None, next_attempt_at=None,
+                message_id=case({d.send_id: d.message_id for d in sent}, value=DigestSend.id),
+                recipient=case({d.send_id: d.recipient for d in sent}, value=DigestSend.id))
+        .returning(DigestSend.id).execution_options(synchronize_session=False)))
+    rows = [dict(zip(_ITEM_COLUMNS, item)) for item in items if item[1] in ours]
+    if rows:
+        session.execute(insert(DigestItem), rows)
+    return ours
 
 
 def _send_chunk(connection: _Connection, sender: str, deliveries: list[_Delivery], settings: Settings, retry_base: float,
