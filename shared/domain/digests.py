@@ -156,23 +156,25 @@ def _eligible(today: date):
     return employees.digest_recipients_query(today).whereclause
 
 
-def _insert_sends(session: Session, org_id: int, iso_week: str, run_id: int, now: datetime, where) -> int:  # noqa: ANN001
+def _insert_sends(session: Session, org_id: int, iso_week: str, run_id: int, now: datetime, where) -> list[int]:  # noqa: ANN001
+    """Create the week's sends for the employees ``where`` selects who have none yet,
+    marked enqueued at ``now`` (their batches are published once this commits; if that
+    never happens, recovery finds them by that time). Returns the new rows' ids, in order."""
     table = DigestSend.__table__
     already = select(DigestSend.id).where(DigestSend.employee_id == Employee.id, DigestSend.iso_week == iso_week)
     source = (
         select(
             literal(org_id), Employee.id, literal(iso_week), literal(run_id), literal(SendState.QUEUED.value),
-            literal(0), literal(now, UTCDateTime()), literal(now, UTCDateTime()),
+            literal(0), literal(now, UTCDateTime()), literal(now, UTCDateTime()), literal(now, UTCDateTime()),
         )
         # INSERT ... SELECT is not an ORM query, so the tenant guard cannot scope it: the
         # organisation is named here explicitly.
         .where(Employee.org_id == org_id, where, ~already.exists())
     )
-    columns = ["org_id", "employee_id", "iso_week", "run_id", "state", "attempts", "created_at", "updated_at"]
+    columns = ["org_id", "employee_id", "iso_week", "run_id", "state", "attempts", "created_at", "updated_at", "enqueued_at"]
     statement = _dialect_insert(session)(table).from_select(columns, source).on_conflict_do_nothing(
         index_elements=["employee_id", "iso_week"]).returning(table.c.id)
-    # Counted from RETURNING: rowcount of INSERT ... SELECT is not reliable on every driver.
-    return len(session.execute(statement).all())
+    return sorted(session.scalars(statement))
 
 
 def _scheduled_run(session: Session, org_id: int, iso_week: str) -> DigestRun:
@@ -189,18 +191,16 @@ def _scheduled_run(session: Session, org_id: int, iso_week: str) -> DigestRun:
     return run
 
 
+def _batches(ids: list[int]) -> list[list[int]]:
+    return [ids[i:i + BATCH_SIZE] for i in range(0, len(ids), BATCH_SIZE)]
+
+
 def _mark_enqueued(session: Session, ids: list[int], at: datetime) -> list[list[int]]:
-    batches = [ids[i:i + BATCH_SIZE] for i in range(0, len(ids), BATCH_SIZE)]
+    batches = _batches(ids)
     for batch in batches:
         session.execute(update(DigestSend).where(DigestSend.id.in_(batch)).values(enqueued_at=at)
                         .execution_options(synchronize_session=False))
     return batches
-
-
-def _unenqueued_batches(session: Session, run_id: int, now: datetime) -> list[list[int]]:
-    ids = list(session.scalars(select(DigestSend.id).where(
-        DigestSend.run_id == run_id, DigestSend.state == SendState.QUEUED, DigestSend.enqueued_at.is_(None)).order_by(DigestSend.id)))
-    return _mark_enqueued(session, ids, now)
 
 
 @dataclass
@@ -229,7 +229,7 @@ def due_check(session: Session, now: datetime | None = None) -> DueCheckResult:
     combos = [tuple(r) for r in session.execute(
         select(Employee.timezone, Employee.digest_weekday, Employee.digest_hour).where(eligible).distinct())]
     for iso_week, week_combos in sorted(weeks_due(now, combos, window_of(config)).items()):
-        run = None
+        run, created = None, []
         for start in range(0, len(week_combos), 200):
             chunk = week_combos[start:start + 200]
             match = or_(*(and_(Employee.timezone == tz, Employee.digest_weekday == wd, Employee.digest_hour == hr) for tz, wd, hr in chunk))
@@ -238,12 +238,12 @@ def due_check(session: Session, now: datetime | None = None) -> DueCheckResult:
             if not pending:
                 continue
             run = run or _scheduled_run(session, org_id, iso_week)
-            created = _insert_sends(session, org_id, iso_week, run.id, now, and_(eligible, match))
-            result.runs[run.id] = result.runs.get(run.id, 0) + created
+            created += _insert_sends(session, org_id, iso_week, run.id, now, and_(eligible, match))
         if run is not None:
-            run.created_count += result.runs.get(run.id, 0)
+            result.runs[run.id] = len(created)
+            run.created_count += len(created)
             run.updated_at = now
-            result.batches += _unenqueued_batches(session, run.id, now)
+            result.batches += _batches(sorted(created))
     return result
 
 
@@ -264,9 +264,10 @@ def start_run(session: Session, actor: User | None, iso_week: str | None = None,
     run = DigestRun(iso_week=iso_week, trigger=RunTrigger.MANUAL, started_by_user_id=actor.id if actor else None)
     session.add(run)
     session.flush()
-    run.created_count = _insert_sends(session, org_id, iso_week, run.id, now, _eligible(now.date()))
+    created = _insert_sends(session, org_id, iso_week, run.id, now, _eligible(now.date()))
+    run.created_count = len(created)
     audit.record(session, actor, "digest.run_started", "digest_run", run.id, {"week": iso_week, "created": run.created_count}, org_id=org_id)
-    return run, _unenqueued_batches(session, run.id, now)
+    return run, _batches(created)
 
 
 # ---- runs, sends and their counts ---------------------------------------------------------
