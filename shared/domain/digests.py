@@ -565,17 +565,20 @@ class _Connection:
         self.client, self._cm = None, None
 
 
-def claim(session: Session, send_ids: list[int], worker: str, now: datetime) -> list[int]:
-    """Atomically take the still-queued rows among ``send_ids`` for ``worker``."""
-    session.execute(
+def claim(session: Session, send_ids: list[int], worker: str, now: datetime) -> dict[int, int]:
+    """Atomically take the still-queued rows among ``send_ids`` for ``worker`` (and those
+    it holds already). Returns send id -> employee id, in send id order."""
+    claimed = session.execute(
         update(DigestSend)
-        .where(DigestSend.id.in_(send_ids), DigestSend.state == SendState.QUEUED,
-               or_(DigestSend.next_attempt_at.is_(None), DigestSend.next_attempt_at <= now + timedelta(seconds=5)))
+        .where(DigestSend.id.in_(send_ids), or_(
+            and_(DigestSend.state == SendState.QUEUED,
+                 or_(DigestSend.next_attempt_at.is_(None), DigestSend.next_attempt_at <= now + timedelta(seconds=5))),
+            and_(DigestSend.state == SendState.SENDING, DigestSend.claimed_by == worker)))
         .values(state=SendState.SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
+        .returning(DigestSend.id, DigestSend.employee_id)
         .execution_options(synchronize_session=False)
-    )
-    return list(session.scalars(select(DigestSend.id).where(
-        DigestSend.id.in_(send_ids), DigestSend.claimed_by == worker, DigestSend.state == SendState.SENDING).order_by(DigestSend.id)))
+    ).all()
+    return dict(sorted(tuple(row) for row in claimed))
 
 
 def _release(session: Session, ids: list[int], worker: str, now: datetime, enqueued_at: datetime | None) -> None:
@@ -637,22 +640,24 @@ class _Delivery:
 
 
 def _prepare_chunk(session: Session, settings: Settings, ctx: BatchContext, chunk: list[int], worker: str,
-                   received: dict[int, set[int]], programs: dict[int, list[Program]], suppressed: dict) -> list[_Delivery]:
+                   received: dict[int, set[int]], programs: dict[int, list[Program]]) -> list[_Delivery]:
     """The re-check of a chunk, right before its messages go out, in one query: consent
-    withdrawn, unsubscribed, left, paused or erased since the row was queued means no
-    mail. Rows no longer claimed by this worker (recovery took them after a stall) drop
-    out. Every remaining send is personalised and rendered."""
+    withdrawn, unsubscribed, left, paused, erased or suppressed since the row was queued
+    means no mail. Rows no longer claimed by this worker (recovery took them after a
+    stall) drop out. Every remaining send is personalised and rendered."""
     rows = session.execute(
-        select(DigestSend.id, DigestSend.iso_week, DigestSend.attempts, Employee)
+        select(DigestSend.id, DigestSend.iso_week, DigestSend.attempts, Employee,
+               SuppressedAddress.id, SuppressedAddress.hard_failures, SuppressedAddress.suppressed_at)
         .outerjoin(Employee, Employee.id == DigestSend.employee_id)
+        .outerjoin(SuppressedAddress, SuppressedAddress.email == Employee.email)
         .where(DigestSend.id.in_(chunk), DigestSend.claimed_by == worker, DigestSend.state == SendState.SENDING)
         .order_by(DigestSend.id).execution_options(populate_existing=True)).all()
     today = utcnow().date()
     deliveries = []
-    for send_id, iso_week, attempts, employee in rows:
+    for send_id, iso_week, attempts, employee, *suppression_row in rows:
         delivery = _Delivery(send_id, employee.id if employee is not None else None, attempts)
         deliveries.append(delivery)
-        suppression = suppressed.get(employee.email) if employee is not None else None
+        suppression = tuple(suppression_row) if suppression_row[0] is not None else None
         delivery.skip_reason = _skip_reason(employee, today, suppression is not None and suppression[2] is not None)
         if delivery.skip_reason is not None:
             delivery.state = SendState.SKIPPED
@@ -845,13 +850,11 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
     try:
         today = utcnow().date()
         ctx = batch_context(session, today)
-        rows = session.execute(select(DigestSend.id, DigestSend.employee_id).where(DigestSend.id.in_(claimed))).all()
-        employee_ids = list({eid for _, eid in rows})
+        employee_ids = list(set(claimed.values()))
         received = received_articles(session, employee_ids)
         programs = current_programs(session, employee_ids, today)
-        suppressed = {r.email: (r.id, r.hard_failures, r.suppressed_at) for r in session.scalars(select(SuppressedAddress).where(
-            SuppressedAddress.email.in_(select(Employee.email).where(Employee.id.in_(employee_ids)))))}
-        session.commit()
+        if db.is_sqlite:
+            session.commit()  # end the read transaction (see the loop)
         while remaining or sending is not None:
             if remaining and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                 if get_settings(session).paused:
@@ -866,7 +869,7 @@ def process_batch(db: Database, settings: Settings, org_id: int, send_ids: list[
                 # The batch's first chunk is small: the SMTP exchange starts sooner.
                 size = chunk_size if sending is not None else min(chunk_size, FIRST_CHUNK_SIZE)
                 chunk, remaining = remaining[:size], remaining[size:]
-                next_chunk = _prepare_chunk(session, settings, ctx, chunk, worker, received, programs, suppressed)
+                next_chunk = _prepare_chunk(session, settings, ctx, chunk, worker, received, programs)
                 if db.is_sqlite:
                     # SQLite: end the read transaction (its snapshot) before the outcomes'
                     # write, or that write could meet a newer snapshot. On PostgreSQL (read
