@@ -97,6 +97,14 @@ def _html_template() -> tuple[Template, bool]:
     return env.get_template("digest.html"), True
 
 
+def load_templates(default_locale: str = "") -> None:
+    """Compile the templates (and inline the HTML's CSS) and load a locale's data now
+    rather than at the first message."""
+    _html_template()
+    _text_template()
+    _week_label("2026-W01", _locale(default_locale))
+
+
 @lru_cache(maxsize=64)
 def _locale(tag: str) -> Locale:
     try:

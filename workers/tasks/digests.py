@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import socket
 
+from celery import signals
 from celery.utils.log import get_task_logger
 
-from shared.domain import digests
+from shared.domain import digest_render, digests
 from workers.celery_app import celery_app, database, settings
 
 log = get_task_logger(__name__)
@@ -22,6 +23,16 @@ def _rate_limiter() -> digests.RateLimiter:
         _limiter.clear()
         _limiter[url] = digests.RateLimiter(url)
     return _limiter[url]
+
+
+@signals.worker_init.connect
+def _load_before_first_batch(**_kwargs) -> None:
+    """Import the database driver, load the digest templates and make the rate limiter's
+    client when the worker starts (before a prefork pool forks), not in its first batch:
+    about 0.25 s that batch would otherwise spend before its first message."""
+    database()
+    digest_render.load_templates()
+    _rate_limiter()
 
 
 def enqueue_batches(org_id: int, batches: list[list[int]]) -> None:
