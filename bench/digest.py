@@ -163,7 +163,7 @@ def pipeline(db, settings, org_id: int, n: int, workers: int, workdir: Path, sin
                 pending = session.scalar(select(func.count()).select_from(DigestSend).where(DigestSend.state.in_(["queued", "sending"])))
             if pending == 0:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)  # the clock stops within 50 ms of the last send recorded
         elapsed = time.perf_counter() - started
         cpu = {"workers": (cpu_seconds(pids) - worker_cpu) * 1000 / n, "sink": (cpu_seconds([sink_pid]) - sink_cpu) * 1000 / n}
         with db.session(org_id) as session:

@@ -56,7 +56,7 @@ from shared.models import (
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 100
+BATCH_SIZE = 250
 # Attempts (SMTP tries that ended in a temporary error, or claims lost with a crashed
 # worker) before a send is marked failed.
 MAX_ATTEMPTS = 8
