@@ -21,7 +21,9 @@ STOPS = 2
 
 
 @pytest.mark.prints_counts
-def test_sigterm_mid_run_loses_and_repeats_nothing(db, settings, tenant, smtp_sink, tmp_path):
+def test_sigterm_mid_run_loses_and_repeats_nothing(db, settings, tenant, smtp_sink, tmp_path, monkeypatch):
+    # Twelve batches, so that two stops each find batches not started yet.
+    monkeypatch.setattr(digests, "BATCH_SIZE", EMPLOYEES // 12)
     run_settings = make_settings(settings.database_url, shared_broker(settings, tmp_path), smtp_sink.port)
     env = worker_env(run_settings)
     publisher = Publisher(run_settings.broker_url)
