@@ -98,8 +98,9 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         text("SELECT 1 FROM activity_events WHERE org_id = :org AND iso_week = :w LIMIT 1"), {"org": org_id, "w": w}).first()]
     if not with_events:
         return
-    session.execute(delete(ReportPersonWeek.__table__).where(
-        ReportPersonWeek.__table__.c.org_id == org_id, ReportPersonWeek.__table__.c.iso_week.in_(with_events)))
+    summaries = ReportPersonWeek.__table__
+    session.execute(delete(summaries).where(  # by week_no: the indexed column
+        summaries.c.org_id == org_id, summaries.c.week_no.in_([activity.week_number(w) for w in with_events])))
     table, params = _week_rows(with_events)
     measures = [
         _count("kind = 'digest_delivered'"), _count("kind = 'digest_clicked'"), _count("kind = 'article_read'"),
@@ -115,19 +116,19 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
     pulse_score = "CASE WHEN e.kind = 'pulse_answered' THEN e.score END"
     read_topic = "CASE WHEN e.kind = 'article_read' THEN e.topic END"
     weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
-    session.execute(text(f"""
+    written = session.execute(text(f"""
         INSERT INTO report_person_weeks ({keys}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
         SELECT {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no, {', '.join(measures)}, {_topics_aggregate(session)}
         FROM (
             SELECT {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score} AS pulse_score,
-                   {read_topic} AS read_topic, COUNT(*) AS n
+                   {read_topic} AS read_topic, CAST(COUNT(*) AS INTEGER) AS n
             FROM activity_events e
             WHERE e.org_id = :org AND e.iso_week IN ({weeks_in})
             GROUP BY {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score}, {read_topic}
         ) k JOIN {table} t ON t.iso_week = k.iso_week
         GROUP BY {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no
-    """), {"org": org_id, **params})
-    _analyze(session, "report_person_weeks")
+    """), {"org": org_id, **params}).rowcount
+    _analyze_if_grown(session, "report_person_weeks", written)
 
 
 def _headcounts(session: Session, org_id: int, weeks: Sequence[str]) -> None:
@@ -264,17 +265,32 @@ def _analyze(session: Session, *tables: str) -> None:
             session.execute(text(f"ANALYZE {table}"))
 
 
+def _analyze_if_grown(session: Session, table: str, written: int) -> None:
+    """ANALYZE ``table`` after writing ``written`` rows into it, unless they are few against
+    what its statistics already count (a week added to a year of summaries: the statistics
+    stay good, and sampling the table cost a fifth of an incremental build)."""
+    if not _is_postgresql(session):
+        return
+    counted = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}).scalar()
+    if counted is None or counted < 0 or written > counted / 10:
+        _analyze(session, table)
+
+
 def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int) -> None:
     """BUILD_LINES, BUILD_SPANS, BUILD_ATTRS and BUILD_WEEKS for the summaries of weeks ``first_week`` to
     ``last_week`` (week numbers)."""
     params = {"org": org_id, "first": first_week, "last": last_week}
     in_range = "s.org_id = :org AND s.week_no BETWEEN :first AND :last"
+    # the line trees of the build's weeks only: a period's tree comes from its own weeks, and
+    # every period the build makes lies within them (spans are clipped to them, which keeps
+    # each week's latest parent)
+    lines_in_range = "a.org_id = :org AND a.week_no BETWEEN :first AND :last"
     _temporary_table(session, BUILD_LINES, "lid INTEGER PRIMARY KEY, line VARCHAR(64)")
     session.execute(text(f"""
         INSERT INTO {BUILD_LINES}
         SELECT ROW_NUMBER() OVER (ORDER BY line), line FROM (
-            SELECT line FROM activity_lines WHERE org_id = :org
-            UNION SELECT parent_line FROM activity_lines WHERE org_id = :org AND parent_line IS NOT NULL
+            SELECT a.line FROM activity_lines a WHERE {lines_in_range}
+            UNION SELECT a.parent_line FROM activity_lines a WHERE {lines_in_range} AND a.parent_line IS NOT NULL
             UNION SELECT s.manager FROM report_person_weeks s WHERE {in_range} AND s.manager <> ''
         ) lines
     """), params)
@@ -283,8 +299,8 @@ def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int
         INSERT INTO {BUILD_SPANS}
         SELECT l.lid, p.lid, MIN(a.week_no), MAX(a.week_no)
         FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
-        WHERE a.org_id = :org GROUP BY l.lid, p.lid
-    """), {"org": org_id})
+        WHERE {lines_in_range} GROUP BY l.lid, p.lid
+    """), params)
     _temporary_table(session, BUILD_ATTRS, "aid INTEGER PRIMARY KEY, department VARCHAR(100), team VARCHAR(100), "
                      "manager VARCHAR(64), did INTEGER, tid INTEGER, mid INTEGER")
     session.execute(text(f"""
