@@ -98,8 +98,9 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         text("SELECT 1 FROM activity_events WHERE org_id = :org AND iso_week = :w LIMIT 1"), {"org": org_id, "w": w}).first()]
     if not with_events:
         return
-    session.execute(delete(ReportPersonWeek.__table__).where(
-        ReportPersonWeek.__table__.c.org_id == org_id, ReportPersonWeek.__table__.c.iso_week.in_(with_events)))
+    summaries = ReportPersonWeek.__table__
+    session.execute(delete(summaries).where(  # by week_no: the indexed column
+        summaries.c.org_id == org_id, summaries.c.week_no.in_([activity.week_number(w) for w in with_events])))
     table, params = _week_rows(with_events)
     measures = [
         _count("kind = 'digest_delivered'"), _count("kind = 'digest_clicked'"), _count("kind = 'article_read'"),
@@ -115,19 +116,19 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
     pulse_score = "CASE WHEN e.kind = 'pulse_answered' THEN e.score END"
     read_topic = "CASE WHEN e.kind = 'article_read' THEN e.topic END"
     weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
-    session.execute(text(f"""
+    written = session.execute(text(f"""
         INSERT INTO report_person_weeks ({keys}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
         SELECT {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no, {', '.join(measures)}, {_topics_aggregate(session)}
         FROM (
             SELECT {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score} AS pulse_score,
-                   {read_topic} AS read_topic, COUNT(*) AS n
+                   {read_topic} AS read_topic, CAST(COUNT(*) AS INTEGER) AS n
             FROM activity_events e
             WHERE e.org_id = :org AND e.iso_week IN ({weeks_in})
             GROUP BY {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score}, {read_topic}
         ) k JOIN {table} t ON t.iso_week = k.iso_week
         GROUP BY {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no
-    """), {"org": org_id, **params})
-    _analyze(session, "report_person_weeks")
+    """), {"org": org_id, **params}).rowcount
+    _analyze_if_grown(session, "report_person_weeks", written)
 
 
 def _headcounts(session: Session, org_id: int, weeks: Sequence[str]) -> None:
@@ -175,8 +176,17 @@ def _headcounts(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         for i, week in enumerate(weeks):
             running += steps[i]
             if running:
-                out.append((org_id, week, kind, key, running))
-    _bulk_insert(session, HC.name, ("org_id", "iso_week", "group_kind", "group_key", "headcount"), out)
+                out.append((week, kind, key, running))
+    # the cells take their headcounts from this build's copy (no organisation column, local
+    # buffers); indexed, because the planner expects one row from the cells' nested GROUP BYs
+    # and joins them with a nested loop
+    columns = ("iso_week", "group_kind", "group_key", "headcount")
+    _temporary_table(session, BUILD_HEADCOUNTS, "iso_week VARCHAR(8), group_kind VARCHAR(12), group_key VARCHAR(201), headcount INTEGER")
+    _bulk_insert(session, BUILD_HEADCOUNTS, columns, out)
+    session.execute(text(f"INSERT INTO {HC.name} (org_id, {', '.join(columns)}) SELECT :org, {', '.join(columns)} FROM {BUILD_HEADCOUNTS}"),
+                    {"org": org_id})
+    session.execute(text(f"CREATE UNIQUE INDEX ix_{BUILD_HEADCOUNTS} ON {BUILD_HEADCOUNTS} (group_kind, iso_week, group_key)"))
+    _analyze(session, BUILD_HEADCOUNTS)
 
 
 def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
@@ -196,6 +206,7 @@ def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: lis
 # Working tables of a build (temporary, per connection). Pseudonyms and group attributes are
 # replaced by integer keys once per build, so the window folds and the line closure group
 # and join on integers instead of 64-character strings:
+#   BUILD_HEADCOUNTS  the headcounts of the build's period ends (as written to report_headcounts);
 #   BUILD_LINES  every reporting line (a manager's pseudonym) -> lid;
 #   BUILD_SPANS  each line's spans of weeks under one parent (first and last week recorded);
 #   BUILD_ATTRS  every combination of group attributes (department, team, manager) -> aid,
@@ -213,6 +224,7 @@ def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: lis
 # above it). A window's rows are folded from those of the next smaller window (12 weeks
 # from three 4-week folds, not from twelve weeks), kept in WINDOW_FOLDS until the next
 # window is built.
+BUILD_HEADCOUNTS = "report_build_headcounts"
 BUILD_LINES = "report_build_lines"
 BUILD_SPANS = "report_build_spans"
 BUILD_ATTRS = "report_build_attrs"
@@ -264,36 +276,52 @@ def _analyze(session: Session, *tables: str) -> None:
             session.execute(text(f"ANALYZE {table}"))
 
 
+def _analyze_if_grown(session: Session, table: str, written: int) -> None:
+    """ANALYZE ``table`` after writing ``written`` rows into it, unless they are few against
+    what its statistics already count (a week added to a year of summaries: the statistics
+    stay good, and sampling the table cost a fifth of an incremental build)."""
+    if not _is_postgresql(session):
+        return
+    counted = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}).scalar()
+    if counted is None or counted < 0 or written > counted / 10:
+        _analyze(session, table)
+
+
 def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int) -> None:
     """BUILD_LINES, BUILD_SPANS, BUILD_ATTRS and BUILD_WEEKS for the summaries of weeks ``first_week`` to
     ``last_week`` (week numbers)."""
     params = {"org": org_id, "first": first_week, "last": last_week}
     in_range = "s.org_id = :org AND s.week_no BETWEEN :first AND :last"
-    _temporary_table(session, BUILD_LINES, "lid INTEGER PRIMARY KEY, line VARCHAR(64)")
-    session.execute(text(f"""
-        INSERT INTO {BUILD_LINES}
-        SELECT ROW_NUMBER() OVER (ORDER BY line), line FROM (
-            SELECT line FROM activity_lines WHERE org_id = :org
-            UNION SELECT parent_line FROM activity_lines WHERE org_id = :org AND parent_line IS NOT NULL
-            UNION SELECT s.manager FROM report_person_weeks s WHERE {in_range} AND s.manager <> ''
-        ) lines
-    """), params)
-    _temporary_table(session, BUILD_SPANS, "lid INTEGER, parent_lid INTEGER, first_week INTEGER, last_week INTEGER")
-    session.execute(text(f"""
-        INSERT INTO {BUILD_SPANS}
-        SELECT l.lid, p.lid, MIN(a.week_no), MAX(a.week_no)
-        FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
-        WHERE a.org_id = :org GROUP BY l.lid, p.lid
-    """), {"org": org_id})
+    # the line trees of the build's weeks only: a period's tree comes from its own weeks, and
+    # every period the build makes lies within them (spans are clipped to them, which keeps
+    # each week's latest parent)
+    lines_in_range = "a.org_id = :org AND a.week_no BETWEEN :first AND :last"
     _temporary_table(session, BUILD_ATTRS, "aid INTEGER PRIMARY KEY, department VARCHAR(100), team VARCHAR(100), "
                      "manager VARCHAR(64), did INTEGER, tid INTEGER, mid INTEGER")
     session.execute(text(f"""
         INSERT INTO {BUILD_ATTRS}
         SELECT ROW_NUMBER() OVER (ORDER BY a.department, a.team, a.manager), a.department, a.team, a.manager,
                DENSE_RANK() OVER (ORDER BY a.department),
-               CASE WHEN a.team <> '' THEN DENSE_RANK() OVER (ORDER BY a.department, a.team) END, l.lid
+               CASE WHEN a.team <> '' THEN DENSE_RANK() OVER (ORDER BY a.department, a.team) END, NULL
         FROM (SELECT DISTINCT s.department, s.team, s.manager FROM report_person_weeks s WHERE {in_range}) a
-        LEFT JOIN {BUILD_LINES} l ON l.line = a.manager
+    """), params)
+    _temporary_table(session, BUILD_LINES, "lid INTEGER PRIMARY KEY, line VARCHAR(64)")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_LINES}
+        SELECT ROW_NUMBER() OVER (ORDER BY line), line FROM (
+            SELECT a.line FROM activity_lines a WHERE {lines_in_range}
+            UNION SELECT a.parent_line FROM activity_lines a WHERE {lines_in_range} AND a.parent_line IS NOT NULL
+            UNION SELECT manager FROM {BUILD_ATTRS} WHERE manager <> ''  -- a few rows, not the summaries again
+        ) lines
+    """), params)
+    session.execute(text(f"CREATE UNIQUE INDEX ix_{BUILD_LINES}_line ON {BUILD_LINES} (line)"))
+    session.execute(text(f"UPDATE {BUILD_ATTRS} SET mid = (SELECT l.lid FROM {BUILD_LINES} l WHERE l.line = {BUILD_ATTRS}.manager)"))
+    _temporary_table(session, BUILD_SPANS, "lid INTEGER, parent_lid INTEGER, first_week INTEGER, last_week INTEGER")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_SPANS}
+        SELECT l.lid, p.lid, MIN(a.week_no), MAX(a.week_no)
+        FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
+        WHERE {lines_in_range} GROUP BY l.lid, p.lid
     """), params)
     _analyze(session, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS)
     _temporary_table(session, BUILD_WEEKS, PERIOD_ROWS)
@@ -383,8 +411,7 @@ CELL_INSERT = f"""
     SELECT :org, :window, e.end_week, :kind, g.group_key, g.parent_key, COALESCE(h.headcount, 0), {{measures}}, :now
     FROM ({{groups}}) g
     JOIN {WINDOW_ENDS} e ON e.end_no = g.end_no
-    LEFT JOIN report_headcounts h ON h.org_id = :org AND h.iso_week = e.end_week AND h.group_kind = :kind
-                                  AND h.group_key = g.group_key
+    LEFT JOIN {BUILD_HEADCOUNTS} h ON h.iso_week = e.end_week AND h.group_kind = :kind AND h.group_key = g.group_key
     ORDER BY e.end_week, g.group_key
 """
 
@@ -534,7 +561,7 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
         ends = sorted(ends_by_window[window])
         session.execute(delete(C).where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week.in_(ends)))
         cells += _insert_cells(session, org_id, window, ends, fold_ends[window], now)
-    _drop(session, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_WEEKS, WINDOW_FOLDS)
+    _drop(session, BUILD_HEADCOUNTS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_WEEKS, WINDOW_FOLDS)
     for row in dirty_rows:
         if row.iso_week in target:
             session.delete(row)
