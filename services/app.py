@@ -75,7 +75,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
         WTF_CSRF_TIME_LIMIT=None,
         TESTING=settings.environment == "testing",
-        JSON_SORT_KEYS=False,
     )
     app.extensions["wellbeing.settings"] = settings
     app.extensions["wellbeing.db"] = Database(settings.database_url)

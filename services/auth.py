@@ -85,8 +85,8 @@ def authenticate_bearer() -> bool:
     # scoped, which saves a connection checkout and a commit per API call.
     session = context.get_session()
     with across_tenants(session):
-        record = accounts.resolve_token(session, token)
-    if record is None:
+        user = accounts.resolve_token(session, token)
+    if user is None:
         return False
-    context.bind_user(record.user)
+    context.bind_user(user)
     return True

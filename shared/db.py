@@ -93,9 +93,10 @@ def _scope_queries_to_tenant(state: ORMExecuteState) -> None:
     if info.get("unscoped"):
         return
     org_id = info.get("org_id")
-    touches_tenant_rows = any(issubclass(m.class_, TenantOwned) for m in state.all_mappers)
     if org_id is None:
-        if touches_tenant_rows:
+        # Only here are the statement's mappers needed: working them out costs more
+        # than adding the criteria, which are harmless on statements they do not match.
+        if any(issubclass(m.class_, TenantOwned) for m in state.all_mappers):
             raise TenantScopeError("query on tenant-owned data from a session bound to no organisation")
         return
     state.statement = state.statement.options(*_tenant_criteria(org_id))

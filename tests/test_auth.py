@@ -54,6 +54,23 @@ def test_expired_token_is_refused(client, tenant, db):
     assert client.get("/api/v1/users", headers=tenant.headers).status_code == 401
 
 
+def test_token_use_is_recorded_to_the_minute(client, tenant, db):
+    def last_used():
+        with db.session(tenant.org_id) as session:
+            return session.scalar(select(ApiToken.last_used_at).where(ApiToken.token_hash == token_digest(tenant.token)))
+
+    assert client.get("/api/v1/users", headers=tenant.headers).status_code == 200
+    first = last_used()
+    assert first is not None and utcnow() - first < timedelta(minutes=1)
+    assert client.get("/api/v1/users", headers=tenant.headers).status_code == 200
+    assert last_used() == first  # within the minute: no write
+    with db.session(tenant.org_id) as session:
+        record = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(tenant.token)))
+        record.last_used_at = first - timedelta(minutes=2)
+    assert client.get("/api/v1/users", headers=tenant.headers).status_code == 200
+    assert last_used() > first
+
+
 def test_logout_revokes_the_token(client, tenant):
     assert client.delete("/api/v1/auth/token", headers=tenant.headers).status_code == 204
     assert client.get("/api/v1/me", headers=tenant.headers).status_code == 401

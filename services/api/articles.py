@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services import context
+from services.api.blueprint import Blueprint
 from shared.domain import articles
 from shared.pagination import paginate
 from shared.schemas.articles import (

@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services import context
+from services.api.blueprint import Blueprint
 from services.auth import allow_roles, bearer_token, login_account_key, login_rate_limit, public
 from services.extensions import limiter
 from shared.domain import accounts

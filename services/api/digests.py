@@ -3,9 +3,9 @@ sends and their errors, retry, pause and resume, suppressed addresses."""
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services import context
+from services.api.blueprint import Blueprint
 from shared.domain import digests
 from shared.pagination import Page, paginate
 from shared.schemas.common import PageQuerySchema, page_of

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask import Response, request, stream_with_context, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from services import context
+from services.api.blueprint import Blueprint
 from shared.domain import employees, import_jobs
 from shared.models import ConsentSource, ImportMode
 from shared.pagination import paginate

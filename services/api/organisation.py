@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services import context
+from services.api.blueprint import Blueprint
 from services.auth import allow_roles
 from shared.domain import accounts
 from shared.models import Role

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from services import context
+from services.api.blueprint import Blueprint
 from services.api.employees import _csv_response
 from shared.db import utcnow
 from shared.domain import employees, program_sessions, programs

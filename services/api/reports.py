@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
 from services import context
+from services.api.blueprint import Blueprint
 from services.auth import allow_roles
 from shared.domain import activity, reports
 from shared.domain.employees import csv_lines

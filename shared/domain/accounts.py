@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
 
 from shared import security
 from shared.db import across_tenants, utcnow
@@ -92,11 +92,12 @@ def issue_token(session: Session, user: User, ttl: timedelta) -> IssuedToken:
     return IssuedToken(raw, record)
 
 
-# Built once: constructing the statement cost more than running it.
+# Built once: constructing the statement cost more than running it. The token's own
+# columns come as plain values, not as an ApiToken object: only its id and last use
+# are read, and loading a second object per request costs more than the query.
 _LIVE_TOKEN = (
-    select(ApiToken)
-    .join(ApiToken.user)
-    .options(contains_eager(ApiToken.user))
+    select(User, ApiToken.id, ApiToken.last_used_at)
+    .join(ApiToken, ApiToken.user_id == User.id)
     .where(
         ApiToken.token_hash == bindparam("token_hash"),
         ApiToken.revoked_at.is_(None),
@@ -104,20 +105,27 @@ _LIVE_TOKEN = (
         User.is_active.is_(True),
     )
 )
+_RECORD_TOKEN_USE = (
+    update(ApiToken)
+    .where(ApiToken.id == bindparam("token_id"))
+    .values(last_used_at=bindparam("now", type_=ApiToken.last_used_at.type))
+    .execution_options(synchronize_session=False)
+)
 
 
-def resolve_token(session: Session, raw: str, now: datetime | None = None) -> ApiToken | None:
-    """The live token for this bearer string, with its user loaded, or None. Needs an
-    unscoped session. One query on every API request: revocation, expiry and the
-    user's deactivation are checked in it, so each takes effect on the next request."""
+def resolve_token(session: Session, raw: str, now: datetime | None = None) -> User | None:
+    """The user of the live token for this bearer string, or None. Needs an unscoped
+    session. One query on every API request: revocation, expiry and the user's
+    deactivation are checked in it, so each takes effect on the next request."""
     now = now or utcnow()
-    record = session.scalar(_LIVE_TOKEN, {"token_hash": security.token_digest(raw), "now": now})
-    if record is None:
+    row = session.execute(_LIVE_TOKEN, {"token_hash": security.token_digest(raw), "now": now}).first()
+    if row is None:
         return None
+    user, token_id, last_used_at = row
     # Recorded to the minute: a write on every request would serialise all API reads.
-    if record.last_used_at is None or now - record.last_used_at > TOKEN_USE_RESOLUTION:
-        record.last_used_at = now
-    return record
+    if last_used_at is None or now - last_used_at > TOKEN_USE_RESOLUTION:
+        session.execute(_RECORD_TOKEN_USE, {"token_id": token_id, "now": now})
+    return user
 
 
 def revoke_token(session: Session, actor: User, token_id: int) -> ApiToken:

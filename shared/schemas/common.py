@@ -76,7 +76,9 @@ def page_of(item_schema: type[ma.Schema]) -> type[ma.Schema]:
         name,
         (ma.Schema,),
         {
-            "items": fields.List(fields.Nested(item_schema), required=True),
+            # Nested(many=True) dumps the page in one call; List(Nested) would dump each
+            # item on its own, at several times the cost per item. Same OpenAPI document.
+            "items": fields.Nested(item_schema, many=True, required=True),
             "page": fields.Integer(required=True),
             "per_page": fields.Integer(required=True),
             "total": fields.Integer(required=True),
