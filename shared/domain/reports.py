@@ -76,9 +76,12 @@ def _week_rows(weeks: Sequence[str]) -> tuple[str, dict]:
 
 def _topics_aggregate(session: Session) -> str:
     """The JSON list of a person-week's topics, from rows already distinct per topic (the
-    inner GROUP BY of ``_summarise``): no DISTINCT aggregate, so the database can hash."""
+    inner GROUP BY of ``_summarise``): no DISTINCT aggregate, so the database can hash.
+    On PostgreSQL the list is concatenated by ``report_topic_list`` (migration 0012), whose
+    state is text: for ``json_agg``'s internal state the planner counts about 8 kB per
+    group and split the summary's GROUP BY into batches on disk. Same text as json_agg's."""
     if session.get_bind().dialect.name == "postgresql":
-        return "CAST(json_agg(read_topic) FILTER (WHERE read_topic IS NOT NULL) AS TEXT)"
+        return "'[' || SUBSTR(report_topic_list(', ' || CAST(to_json(read_topic) AS TEXT)), 3) || ']'"
     return "json_group_array(read_topic) FILTER (WHERE read_topic IS NOT NULL)"
 
 
@@ -116,6 +119,10 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
     pulse_score = "CASE WHEN e.kind = 'pulse_answered' THEN e.score END"
     read_topic = "CASE WHEN e.kind = 'article_read' THEN e.topic END"
     weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
+    if _is_postgresql(session):
+        # its per person-week GROUP BY holds about 600 bytes per group (1 M groups with everyone
+        # active every week): hashed in memory instead of in batches spilled to disk
+        session.execute(text(f"SET LOCAL hash_mem_multiplier = {SUMMARY_HASH_MEM_MULTIPLIER}"))
     written = session.execute(text(f"""
         INSERT INTO report_person_weeks ({keys}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
         SELECT {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no, {', '.join(measures)}, {_topics_aggregate(session)}
@@ -128,6 +135,8 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         ) k JOIN {table} t ON t.iso_week = k.iso_week
         GROUP BY {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no
     """), {"org": org_id, **params}).rowcount
+    if _is_postgresql(session):
+        session.execute(text("RESET hash_mem_multiplier"))
     _analyze_if_grown(session, "report_person_weeks", written)
 
 
@@ -519,6 +528,7 @@ def _fold_ends(ends_by_window: dict[int, set[str]]) -> dict[int, set[int]]:
 
 
 BUILD_WORK_MEM = "256MB"
+SUMMARY_HASH_MEM_MULTIPLIER = 4  # of BUILD_WORK_MEM, for the summary pass only
 
 
 @dataclass
