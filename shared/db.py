@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
@@ -143,6 +143,17 @@ def across_tenants(session: Session) -> Iterator[Session]:
         yield session
     finally:
         session.info["unscoped"] = previous
+
+
+def plan_with_values(session: Session) -> None:
+    """Have PostgreSQL plan the rest of this transaction's statements with their values.
+    psycopg prepares a statement after a few executions on a connection, and PostgreSQL
+    then switches to a generic plan, made without the values, when its estimate looks no
+    worse: for statements whose best plan depends on the values (how common a search
+    term is; a long IN list, which with values becomes one hashed look-up per row and
+    without them a comparison with each), that plan can be many times slower."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 # A pooled PostgreSQL connection unused for this long is tested before it is handed out.
