@@ -2,7 +2,8 @@
 attendance of enrolled employees recorded as activity only with analytics consent."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -180,14 +181,17 @@ def test_console_lists_adds_and_deletes_sessions_and_marks_attendance(client, te
     html = client.get(page).get_data(as_text=True)
     assert "No sessions yet." in html and 'name="session-timezone"' in html and 'value="UTC"' in html
 
-    form = {"session-title": "Warm-up clinic", "session-starts_at": "2026-12-01T18:00", "session-timezone": "Europe/Berlin",
-            "session-duration_minutes": "30", "session-location": "Room 4", "session-join_url": "", "session-capacity": ""}
+    # A month ahead, so the session is still in the future when attendance is checked below.
+    berlin_start = (utcnow() + timedelta(days=30)).astimezone(ZoneInfo("Europe/Berlin")).replace(hour=18, minute=0, second=0, microsecond=0)
+    form = {"session-title": "Warm-up clinic", "session-starts_at": berlin_start.strftime("%Y-%m-%dT%H:%M"),
+            "session-timezone": "Europe/Berlin", "session-duration_minutes": "30", "session-location": "Room 4",
+            "session-join_url": "", "session-capacity": ""}
     add = f"{page}/sessions"
     assert client.post(add, data=form).status_code == 400  # no CSRF token
     response = client.post(add, data=form | {"csrf_token": form_token(client, page)})
     assert response.status_code == 302
     (created,) = client.get(f"{API}/programs/{program['id']}/sessions", headers=tenant.headers).get_json()["items"]
-    assert (created["title"], created["starts_at"], created["location"]) == ("Warm-up clinic", "2026-12-01T17:00:00+00:00", "Room 4")
+    assert (created["title"], created["starts_at"], created["location"]) == ("Warm-up clinic", _iso(berlin_start.astimezone(timezone.utc)), "Room 4")
     # Bad input: nothing added, the reason shown.
     bad = form | {"session-timezone": "Mars/Olympus", "csrf_token": form_token(client, page)}
     follow = client.post(add, data=bad, follow_redirects=True).get_data(as_text=True)
