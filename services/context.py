@@ -1,7 +1,7 @@
 """Per-request access to settings, the database session and the signed-in user."""
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
@@ -17,10 +17,16 @@ def database() -> Database:
     return current_app.extensions["wellbeing.db"]
 
 
+# Requests that by HTTP's rules should not change anything: their session begins its
+# transaction at its first write (a token's last use, a report's release log), so the
+# common case, reads only, saves the BEGIN and COMMIT round trips.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_session() -> Session:
     """The request's session, bound to the signed-in user's organisation (or to none)."""
     if "db_session" not in g:
-        g.db_session = database().open(g.get("user_org_id"))
+        g.db_session = database().open(g.get("user_org_id"), begin_at_first_write=request.method in SAFE_METHODS)
     return g.db_session
 
 

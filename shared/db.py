@@ -11,12 +11,14 @@ that fan out per organisation).
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 
+import psycopg
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -211,6 +213,82 @@ def _ping_connections_after_idle(engine: Engine, idle_seconds: float) -> None:
             raise DisconnectionError() from exc
 
 
+# Reads outside a transaction (PostgreSQL). Under READ COMMITTED, PostgreSQL's default and
+# the product's, each statement of a transaction takes its own snapshot, so a plain SELECT
+# sees the same rows inside or outside one; what a transaction adds to a read is its locks
+# (FOR UPDATE, FOR SHARE) and its settings (SET LOCAL). A session that mostly reads can
+# therefore run its reads in autocommit mode and begin its transaction just before its
+# first other statement: a read-only session saves the BEGIN and COMMIT round trips, and
+# the writes of any session stay atomic. pysqlite already works that way (it begins a
+# transaction only before the first INSERT, UPDATE or DELETE).
+#
+# It is done in the driver, by the cursors psycopg hands out for such a session, so that
+# every statement is seen, whichever way it is sent (ORM, Core, flush, SAVEPOINT, driver
+# SQL, COPY); SQLAlchemy's AUTOCOMMIT isolation level or its events would cost more per
+# request than the two round trips.
+_LOCKING_OR_INTO = re.compile(r" (?:FOR (?:UPDATE|NO KEY UPDATE|SHARE|KEY SHARE)|INTO)\b")
+
+
+def _is_plain_read(query: object) -> bool:
+    """A SELECT that neither locks rows nor creates a table. Anything else, including a
+    WITH (it may hold an INSERT), counts as a write. A SELECT of a function that writes
+    or locks (nextval, pg_advisory_xact_lock, set_config) would pass for a read: the
+    product runs none in a session that reads first."""
+    return isinstance(query, str) and query.startswith("SELECT") and _LOCKING_OR_INTO.search(query) is None
+
+
+def _begin(connection: psycopg.Connection) -> None:
+    # Once off, psycopg sends BEGIN ahead of the next statement; the session's commit
+    # or rollback ends the transaction. (The mode cannot be changed inside one.)
+    if connection.autocommit:
+        connection.autocommit = False
+
+
+class _BeginAtFirstWriteCursor(psycopg.Cursor):
+    __slots__ = ()
+
+    def execute(self, query, params=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        if self._conn.autocommit and not _is_plain_read(query):
+            _begin(self._conn)
+        return super().execute(query, params, **kwargs)
+
+    def executemany(self, query, params_seq, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        _begin(self._conn)
+        return super().executemany(query, params_seq, **kwargs)
+
+    def copy(self, statement, params=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        _begin(self._conn)
+        return super().copy(statement, params, **kwargs)
+
+
+class _BeginningServerCursor(psycopg.ServerCursor):
+    """A server-side cursor (``yield_per``) lives in a transaction."""
+
+    __slots__ = ()
+
+    def execute(self, query, params=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        _begin(self._conn)
+        return super().execute(query, params, **kwargs)
+
+
+def _read_outside_a_transaction(session: Session) -> None:
+    """Put ``session``'s connection into that mode for as long as it has it checked out."""
+    driver_connection = session.connection().connection.driver_connection
+    driver_connection.autocommit = True
+    driver_connection.cursor_factory = _BeginAtFirstWriteCursor
+    driver_connection.server_cursor_factory = _BeginningServerCursor
+
+
+def _back_to_transactions_on_checkin(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _restore(dbapi_connection, _record) -> None:  # noqa: ANN001
+        # The pool has already rolled back whatever was left open.
+        if dbapi_connection is not None and dbapi_connection.cursor_factory is _BeginAtFirstWriteCursor:
+            dbapi_connection.autocommit = False
+            dbapi_connection.cursor_factory = psycopg.Cursor
+            dbapi_connection.server_cursor_factory = psycopg.ServerCursor
+
+
 class Database:
     """Owns the engine; hands out sessions bound to one organisation (or none)."""
 
@@ -218,15 +296,23 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        if not self.is_sqlite:
+            _back_to_transactions_on_checkin(self.engine)
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def open(self, org_id: int | None = None, *, unscoped: bool = False) -> Session:
+    def open(self, org_id: int | None = None, *, unscoped: bool = False, begin_at_first_write: bool = False) -> Session:
+        """A session for the caller to commit and close. ``begin_at_first_write``: its
+        reads run outside a transaction until its first write (see ``_is_plain_read``), for
+        units of work that mostly read, such as the API's GET requests; on SQLite every
+        session works that way."""
         session = self._factory()
         session.info["org_id"] = org_id
         session.info["unscoped"] = unscoped
+        if begin_at_first_write and not self.is_sqlite:
+            _read_outside_a_transaction(session)
         return session
 
     @contextmanager
