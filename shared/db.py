@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
+from weakref import WeakKeyDictionary
 
 import psycopg
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.sql import Executable
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -101,7 +103,32 @@ def _scope_queries_to_tenant(state: ORMExecuteState) -> None:
         if any(issubclass(m.class_, TenantOwned) for m in state.all_mappers):
             raise TenantScopeError("query on tenant-owned data from a session bound to no organisation")
         return
-    state.statement = state.statement.options(*_tenant_criteria(org_id))
+    state.statement = _scoped(state.statement, org_id)
+
+
+# statement -> {organisation: the statement with that organisation's criteria}, for as
+# long as the statement lives.
+_SCOPED: WeakKeyDictionary[Executable, dict[int, Executable]] = WeakKeyDictionary()
+# Organisations kept per statement (the set starts afresh when full): bounds the memory a
+# prebuilt statement holds on a platform with many tenants.
+SCOPED_ORGANISATIONS_PER_STATEMENT = 64
+
+
+def _scoped(statement: Executable, org_id: int) -> Executable:
+    """``statement`` with the tenant criteria of ``org_id``, made once per statement object
+    and organisation. Adding the criteria makes a new statement whose SQLAlchemy cache key
+    is computed again on execution; for a statement that is built once and executed on
+    every request (``shared.pagination.list_query``, module-level statements), the copy
+    and its key are then reused. A statement built for one request is dropped with it."""
+    by_org = _SCOPED.get(statement)
+    if by_org is None:
+        by_org = _SCOPED[statement] = {}
+    scoped = by_org.get(org_id)
+    if scoped is None:
+        if len(by_org) >= SCOPED_ORGANISATIONS_PER_STATEMENT:
+            by_org.clear()
+        scoped = by_org[org_id] = statement.options(*_tenant_criteria(org_id))
+    return scoped
 
 
 @lru_cache(maxsize=4096)

@@ -13,6 +13,7 @@ from shared.db import across_tenants, utcnow
 from shared.domain import audit
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.models import ApiToken, Organisation, Role, User
+from shared.pagination import list_query
 
 INVITE_MAX_AGE_SECONDS = 7 * 24 * 3600
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)
@@ -148,9 +149,14 @@ def revoke_token_value(session: Session, actor: User, raw: str) -> None:
 
 
 def list_tokens(session: Session, actor: User):
+    return _tokens_query(None if actor.role == Role.HR_ADMIN else actor.id)
+
+
+@list_query
+def _tokens_query(user_id: int | None):
     stmt = select(ApiToken).order_by(ApiToken.id.desc())
-    if actor.role != Role.HR_ADMIN:
-        stmt = stmt.where(ApiToken.user_id == actor.id)
+    if user_id is not None:
+        stmt = stmt.where(ApiToken.user_id == user_id)
     return stmt
 
 
@@ -161,6 +167,7 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
+@list_query
 def users_query(role: Role | None = None, is_active: bool | None = None, q: str | None = None):
     stmt = select(User).order_by(User.email)
     if role is not None:

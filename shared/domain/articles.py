@@ -29,7 +29,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.models import Article, ArticleRevision, ArticleStatus, ArticleTransition, Organisation, Partner, SourceFormat, Topic, User
-from shared.pagination import Page
+from shared.pagination import Page, list_query
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 IMPORT_EXTENSIONS = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
@@ -86,6 +86,7 @@ def ensure_topics(session: Session) -> None:
         session.flush()
 
 
+@list_query
 def topics_query() -> Select:
     return select(Topic).order_by(Topic.name)
 
@@ -165,6 +166,7 @@ def partner_key(name: str) -> str:
     return re.sub(r"\s+", " ", name).strip().casefold()[:200]
 
 
+@list_query
 def partners_query(q: str | None = None) -> Select:
     stmt = select(Partner).order_by(Partner.name_key)
     if q:

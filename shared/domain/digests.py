@@ -53,6 +53,7 @@ from shared.models import (
     SuppressedAddress,
     User,
 )
+from shared.pagination import list_query
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,7 @@ def get_run(session: Session, run_id: int) -> DigestRun:
     return run
 
 
+@list_query
 def runs_query(iso_week: str | None = None):
     stmt = select(DigestRun).order_by(DigestRun.id.desc())
     if iso_week:
@@ -324,6 +326,7 @@ def get_send(session: Session, send_id: int) -> DigestSend:
     return send
 
 
+@list_query
 def sends_query(run_id: int | None = None, state: SendState | None = None, employee_id: int | None = None, iso_week: str | None = None):
     stmt = select(DigestSend).order_by(DigestSend.id)
     if run_id is not None:
@@ -350,6 +353,7 @@ def retry_send(session: Session, actor: User, send_id: int) -> tuple[DigestSend,
     return send, _mark_enqueued(session, [send.id], utcnow())
 
 
+@list_query
 def suppressions_query():
     return select(SuppressedAddress).where(SuppressedAddress.suppressed_at.is_not(None)).order_by(SuppressedAddress.id)
 

@@ -28,6 +28,7 @@ from shared.models import (
     EnrolmentStatus,
     User,
 )
+from shared.pagination import list_query
 
 LINK_PURPOSE = "preferences"
 LINK_MAX_AGE_SECONDS = 180 * 24 * 3600
@@ -51,6 +52,7 @@ def get_employee(session: Session, employee_id: int) -> Employee:
     return employee
 
 
+@list_query
 def employees_query(q: str | None = None, status: EmployeeStatus | None = None, department: str | None = None,
                     team: str | None = None, manager_id: int | None = None):
     stmt = select(Employee).order_by(Employee.last_name, Employee.first_name, Employee.id)

@@ -14,6 +14,7 @@ from shared.domain import accounts
 from shared.domain.employee_import import ImportOptions, ImportReport, import_employees
 from shared.errors import NotFound
 from shared.models import ImportChunk, ImportJob, ImportMode, ImportStatus, User
+from shared.pagination import list_query
 
 CHUNK_BYTES = 1024 * 1024
 # Files with at most this many lines are imported inside the request.
@@ -83,6 +84,7 @@ def get_job(session: Session, job_id: int) -> ImportJob:
     return job
 
 
+@list_query
 def jobs_query():
     return select(ImportJob).order_by(ImportJob.id.desc())
 

@@ -26,6 +26,7 @@ from shared.models import (
     SessionAttendance,
     User,
 )
+from shared.pagination import list_query
 
 SESSION_FIELDS = ("title", "starts_at", "duration_minutes", "location", "join_url", "capacity")
 MAX_DURATION_MINUTES = 24 * 60
@@ -132,6 +133,7 @@ def _activity_event_id(session_id: int, employee_id: int) -> str:
     return f"session-{session_id}-attended-{employee_id}"
 
 
+@list_query
 def attendances_query(session_id: int):
     return select(SessionAttendance).where(SessionAttendance.session_id == session_id).order_by(SessionAttendance.id)
 

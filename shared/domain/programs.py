@@ -14,6 +14,7 @@ from shared.db import utcnow
 from shared.domain import audit
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.models import Employee, EmployeeStatus, Enrolment, EnrolmentEvent, EnrolmentStatus, Program, ProgramStatus, User
+from shared.pagination import list_query
 
 PROGRAM_FIELDS = ("name", "description", "topics", "starts_on", "ends_on", "capacity", "status")
 
@@ -25,6 +26,7 @@ def get_program(session: Session, program_id: int) -> Program:
     return program
 
 
+@list_query
 def programs_query(status: ProgramStatus | None = None, q: str | None = None):
     stmt = select(Program).order_by(Program.starts_on.is_(None), Program.starts_on, Program.id)
     if status is not None:
@@ -182,6 +184,7 @@ def get_enrolment(session: Session, program_id: int, enrolment_id: int) -> Enrol
     return enrolment
 
 
+@list_query
 def enrolments_query(program_id: int, status: EnrolmentStatus | None = None):
     stmt = select(Enrolment).where(Enrolment.program_id == program_id)
     if status is not None:
@@ -198,6 +201,7 @@ def waitlist_positions(session: Session, program_id: int) -> dict[int, int]:
     return {eid: n for n, eid in enumerate(ids, 1)}
 
 
+@list_query
 def events_query(program_id: int):
     return select(EnrolmentEvent).where(EnrolmentEvent.program_id == program_id).order_by(EnrolmentEvent.at.desc(), EnrolmentEvent.id.desc())
 
