@@ -22,7 +22,6 @@ from weakref import WeakKeyDictionary
 import psycopg
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.sql import Executable
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -36,6 +35,7 @@ from sqlalchemy.orm import (
     with_loader_criteria,
 )
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import Executable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -272,6 +272,8 @@ def _begin(connection: psycopg.Connection) -> None:
 
 
 class _BeginAtFirstWriteCursor(psycopg.Cursor):
+    """Runs plain reads as they come; begins the transaction before anything else."""
+
     __slots__ = ()
 
     def execute(self, query, params=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
@@ -309,8 +311,9 @@ def _read_outside_a_transaction(session: Session) -> None:
 def _back_to_transactions_on_checkin(engine: Engine) -> None:
     @event.listens_for(engine, "checkin")
     def _restore(dbapi_connection, _record) -> None:  # noqa: ANN001
-        # The pool has already rolled back whatever was left open.
-        if dbapi_connection is not None and dbapi_connection.cursor_factory is _BeginAtFirstWriteCursor:
+        # The pool has already rolled back whatever was left open. A closed connection
+        # can only fail its next use, after which the pool replaces it.
+        if dbapi_connection is not None and not dbapi_connection.closed and dbapi_connection.cursor_factory is _BeginAtFirstWriteCursor:
             dbapi_connection.autocommit = False
             dbapi_connection.cursor_factory = psycopg.Cursor
             dbapi_connection.server_cursor_factory = psycopg.ServerCursor
