@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import utcnow
@@ -254,6 +254,10 @@ BUILD_TREE = "report_build_tree"
 BUILD_CLOSURE = "report_build_closure"
 BUILD_LINE_HEADCOUNTS = "report_build_line_headcounts"
 MOVED_PERIODS = "report_moved_periods"
+BUILD_PEOPLE = "report_build_people"
+BUILD_BLOCK_WEEKS = "report_build_block_weeks"
+BUILD_RUNS = "report_build_runs"
+WEEK_BITS = 63  # weeks a person's bitmask holds: bits 0-62 of a 64-bit integer, the sign bit unused
 # unit -> (its working table, integer key columns): the steady people's cells add up per unit
 UNITS = {"managers": ("report_period_managers", ("mid",)), "teams": ("report_period_teams", ("did", "tid"))}
 INDICATORS = {  # report_cells column -> what a weekly summary shows of a person counted in it
@@ -271,6 +275,13 @@ def _added(prefix: str = "") -> str:
     """Rows of measures added up (as INTEGER: a sum of sums would be NUMERIC, several times
     slower to add and larger in memory)."""
     return ", ".join(f"CAST(SUM({prefix}{m}) AS INTEGER) AS {m}" for m in CELL_MEASURES)
+
+
+def _added_by_window(prefix: str = "") -> str:
+    """Rows of side-by-side measures (``<measure>_<window>``) added up for the period's window
+    (``e.window_len``)."""
+    return ", ".join(f"CAST(SUM(CASE e.window_len {' '.join(f'WHEN {w} THEN {prefix}{m}_{w}' for w in WINDOWS)} END) AS INTEGER) AS {m}"
+                     for m in CELL_MEASURES)
 
 
 def _fold(prefix: str = "") -> str:
@@ -312,30 +323,39 @@ def _analyze_if_grown(session: Session, table: str, written: int) -> None:
 
 
 def _prepare_keys(session: Session, org_id: int, ends_by_window: dict[int, set[str]]) -> None:
-    """BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS and BUILD_WEEKS
-    for the periods of ``ends_by_window``, from the summaries of the weeks they span."""
+    """BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_PEOPLE, BUILD_ATTRS, BUILD_LINES, BUILD_SPANS,
+    BUILD_WEEKS and BUILD_RUNS for the periods of ``ends_by_window``, from the summaries of
+    the weeks they span."""
     periods = [(window, activity.week_number(end), end) for window, ends in ends_by_window.items() for end in ends]
     _temporary_table(session, BUILD_ENDS, "window_len INTEGER, end_no INTEGER, end_week VARCHAR(8), PRIMARY KEY (window_len, end_no)")
     _bulk_insert(session, BUILD_ENDS, ("window_len", "end_no", "end_week"), periods)
     _temporary_table(session, BUILD_PERIOD_WEEKS, "window_len INTEGER, end_no INTEGER, week_no INTEGER")
     _bulk_insert(session, BUILD_PERIOD_WEEKS, ("window_len", "end_no", "week_no"),
                  [(window, end_no, end_no - i) for window, end_no, _ in periods for i in range(window)])
-    first_week = min(end_no - window + 1 for window, end_no, _ in periods)
-    params = {"org": org_id, "first": first_week, "last": max(end_no for _, end_no, _ in periods)}
+    first, last = min(end_no - window + 1 for window, end_no, _ in periods), max(end_no for _, end_no, _ in periods)
+    params = {"org": org_id, "first": first, "last": last}
     in_range = "s.org_id = :org AND s.week_no BETWEEN :first AND :last"
     # the line trees of the build's weeks only: a period's tree comes from its own weeks, and
     # every period the build makes lies within them (spans are clipped to them, which keeps
     # each week's latest parent)
     lines_in_range = "a.org_id = :org AND a.week_no BETWEEN :first AND :last"
-    _temporary_table(session, BUILD_ATTRS, "aid INTEGER PRIMARY KEY, department VARCHAR(100), team VARCHAR(100), "
-                     "manager VARCHAR(64), did INTEGER, tid INTEGER, mid INTEGER")
+    # everybody's combinations of group attributes in these weeks (one pass over the
+    # summaries gives the people, the combinations and who moved)
+    groups = "report_build_person_groups"
+    _temporary_table(session, groups, "pseudonym VARCHAR(64), department VARCHAR(100), team VARCHAR(100), manager VARCHAR(64)")
+    session.execute(text(f"""
+        INSERT INTO {groups}
+        SELECT s.pseudonym, s.department, s.team, s.manager FROM report_person_weeks s WHERE {in_range}
+        GROUP BY s.pseudonym, s.department, s.team, s.manager
+    """), params)
+    _temporary_table(session, BUILD_ATTRS, "department VARCHAR(100), team VARCHAR(100), manager VARCHAR(64), did INTEGER, "
+                     "tid INTEGER, mid INTEGER")
     session.execute(text(f"""
         INSERT INTO {BUILD_ATTRS}
-        SELECT ROW_NUMBER() OVER (ORDER BY a.department, a.team, a.manager), a.department, a.team, a.manager,
-               DENSE_RANK() OVER (ORDER BY a.department),
+        SELECT a.department, a.team, a.manager, DENSE_RANK() OVER (ORDER BY a.department),
                CASE WHEN a.team <> '' THEN DENSE_RANK() OVER (ORDER BY a.department, a.team) END, NULL
-        FROM (SELECT DISTINCT s.department, s.team, s.manager FROM report_person_weeks s WHERE {in_range}) a
-    """), params)
+        FROM (SELECT DISTINCT department, team, manager FROM {groups}) a
+    """))
     _temporary_table(session, BUILD_LINES, "lid INTEGER PRIMARY KEY, line VARCHAR(64)")
     session.execute(text(f"""
         INSERT INTO {BUILD_LINES}
@@ -354,105 +374,145 @@ def _prepare_keys(session: Session, org_id: int, ends_by_window: dict[int, set[s
         FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
         WHERE {lines_in_range} GROUP BY l.lid, p.lid
     """), params)
-    _analyze(session, BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS)
-    _temporary_table(session, BUILD_WEEKS, f"week_no INTEGER, pid INTEGER, did INTEGER, tid INTEGER, mid INTEGER, "
-                     f"{MEASURE_COLUMNS}, {', '.join(f'{r} INTEGER' for r in RUNS)}, moved INTEGER")
-    # One sort per direction: each indicator's nearest week before and after, and the person's
-    # smallest and largest attribute keys and summary row id on either side (so a person's key
-    # and whether they moved need no third pass over their rows).
-    near = []
-    for name, direction, pick in (("earlier", "ASC", "MAX"), ("later", "DESC", "MIN")):
-        near += [f"{pick}(CASE WHEN {c} THEN s.week_no END) OVER {name} AS {name}_{m}" for m, c in INDICATORS.items()]
-        near += [f"MIN(a.aid) OVER {name} AS {name}_min_aid", f"MAX(a.aid) OVER {name} AS {name}_max_aid",
-                 f"MIN(s.id) OVER {name} AS {name}_id"]
-    runs = []
-    for w in WINDOWS[1:]:
-        for edge, name, beyond in (("starts", "earlier", f"<= week_no - {w}"), ("ends", "later", f">= week_no + {w}")):
-            bits = " + ".join(f"CASE WHEN {m} = 1 AND ({name}_{m} IS NULL OR {name}_{m} {beyond}) THEN {1 << i} ELSE 0 END"
-                              for i, m in enumerate(INDICATORS))
-            runs.append(f"{bits} AS {edge}_{w}")
-    least = "CASE WHEN {a} < {b} THEN {a} ELSE {b} END"
-    both = {agg: least.format(a=f"COALESCE(earlier_{agg}, {own})", b=f"COALESCE(later_{agg}, {own})")
-            for agg, own in (("min_aid", "aid"), ("id", "id"))}
-    largest = "CASE WHEN COALESCE(earlier_max_aid, aid) > COALESCE(later_max_aid, aid) THEN COALESCE(earlier_max_aid, aid) ELSE COALESCE(later_max_aid, aid) END"
+    _temporary_table(session, BUILD_PEOPLE, "pseudonym VARCHAR(64), department VARCHAR(100), team VARCHAR(100), "
+                     "manager VARCHAR(64), pid INTEGER, did INTEGER, tid INTEGER, mid INTEGER, moved INTEGER")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_PEOPLE}
+        SELECT g.pseudonym, g.department, g.team, g.manager, DENSE_RANK() OVER (ORDER BY g.pseudonym), a.did, a.tid, a.mid,
+               CASE WHEN COUNT(*) OVER (PARTITION BY g.pseudonym) > 1 THEN 1 ELSE 0 END
+        FROM {groups} g JOIN {BUILD_ATTRS} a ON a.department = g.department AND a.team = g.team AND a.manager = g.manager
+    """))
+    _drop(session, groups)
+    _analyze(session, BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_PEOPLE)
+    _temporary_table(session, BUILD_WEEKS, f"week_no INTEGER, pid INTEGER, did INTEGER, tid INTEGER, mid INTEGER, moved INTEGER, "
+                     f"flags INTEGER, {', '.join(f'{m} INTEGER' for m in ADDITIVE)}")
+    flags = " + ".join(f"CASE WHEN {c} THEN {1 << i} ELSE 0 END" for i, c in enumerate(INDICATORS.values()))
     session.execute(text(f"""
         INSERT INTO {BUILD_WEEKS}
-        SELECT week_no, {both['id']}, did, tid, mid, {', '.join(CELL_MEASURES)}, {', '.join(runs)},
-               CASE WHEN {both['min_aid']} = {largest} THEN 0 ELSE 1 END
-        FROM (
-            SELECT s.id, s.week_no, a.aid, a.did, a.tid, a.mid,
-                   {', '.join(f'CASE WHEN {c} THEN 1 ELSE 0 END AS {m}' for m, c in INDICATORS.items())},
-                   {', '.join(f'{e} AS {m}' for m, e in ADDITIVE.items())}, {', '.join(near)}
-            FROM report_person_weeks s
-            JOIN {BUILD_ATTRS} a ON a.department = s.department AND a.team = s.team AND a.manager = s.manager
-            WHERE {in_range}
-            WINDOW earlier AS (PARTITION BY s.pseudonym ORDER BY s.week_no ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-                   later AS (PARTITION BY s.pseudonym ORDER BY s.week_no DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-        ) w
+        SELECT s.week_no, p.pid, p.did, p.tid, p.mid, p.moved, {flags}, {', '.join(ADDITIVE.values())}
+        FROM report_person_weeks s
+        JOIN {BUILD_PEOPLE} p ON p.pseudonym = s.pseudonym AND p.department = s.department AND p.team = s.team
+                             AND p.manager = s.manager
+        WHERE {in_range}
     """), params)
     _analyze(session, BUILD_WEEKS)
+    _runs(session, first, last)
+
+
+def _runs(session: Session, first: int, last: int) -> None:
+    """BUILD_RUNS: where the runs of the people who did not move start and end (weeks
+    ``first`` to ``last``), from a bitmask of each one's weeks per indicator."""
+    # Blocks of weeks a bitmask holds, each writing the runs of the weeks it owns: it also
+    # holds the W-1 weeks before and after them that decide whether a run starts or ends.
+    margin, block_weeks, lo = max(WINDOWS) - 1, [], first
+    while lo <= last:
+        base = max(first, lo - margin)
+        hi = last if last - base < WEEK_BITS else base + WEEK_BITS - 1 - margin
+        block_weeks += [(lo, week, week - base, int(week >= lo and week <= hi)) for week in range(base, min(last, hi + margin) + 1)]
+        lo = hi + 1
+    _temporary_table(session, BUILD_BLOCK_WEEKS, "block INTEGER, week_no INTEGER, bit_no INTEGER, owned INTEGER")
+    _bulk_insert(session, BUILD_BLOCK_WEEKS, ("block", "week_no", "bit_no", "owned"), block_weeks)
+    _analyze(session, BUILD_BLOCK_WEEKS)
+    masks = ", ".join(f"CAST(SUM(CASE WHEN (b.flags & {1 << i}) <> 0 THEN CAST(1 AS BIGINT) << k.bit_no ELSE 0 END) AS BIGINT) AS {m}"
+                      for i, m in enumerate(INDICATORS))  # one row a week and indicator: the sum sets bits
+    runs = []
+    for w in WINDOWS[1:]:  # a run starts at a week with none in the W-1 before it, and ends W weeks after one with none in the W-1 after it
+        runs += [f"{m} & ~({' | '.join(f'({m} << {k})' for k in range(1, w))}) AS starts_{w}_{m}" for m in INDICATORS]
+        runs += [f"{m} & ~({' | '.join(f'({m} >> {k})' for k in range(1, w))}) AS ends_{w}_{m}" for m in INDICATORS]
+    per_week = [" + ".join(f"((r.{r}_{m} >> k.bit_no) & 1) * {1 << i}" for i, m in enumerate(INDICATORS)) + f" AS {r}" for r in RUNS]
+    any_run = " | ".join(f"{r}_{m}" for r in RUNS for m in INDICATORS)
+    _temporary_table(session, BUILD_RUNS, f"week_no INTEGER, did INTEGER, tid INTEGER, mid INTEGER, {', '.join(f'{r} INTEGER' for r in RUNS)}")
+    # (materialised: each person's runs are worked out once, not again for every week they are looked up in)
+    session.execute(text(f"""
+        WITH person_runs AS MATERIALIZED (
+            SELECT block, did, tid, mid, {', '.join(runs)} FROM (
+                SELECT k.block, b.pid, b.did, b.tid, b.mid, {masks}
+                FROM {BUILD_WEEKS} b JOIN {BUILD_BLOCK_WEEKS} k ON k.week_no = b.week_no
+                WHERE b.moved = 0
+                GROUP BY k.block, b.pid, b.did, b.tid, b.mid
+            ) p
+        ), flagged AS MATERIALIZED (
+            SELECT person_runs.*, {any_run} AS any_run FROM person_runs
+        )
+        INSERT INTO {BUILD_RUNS}
+        SELECT k.week_no, r.did, r.tid, r.mid, {', '.join(per_week)}
+        FROM flagged r JOIN {BUILD_BLOCK_WEEKS} k ON k.block = r.block AND k.owned = 1 AND ((r.any_run >> k.bit_no) & 1) = 1
+    """))
+
+
+def _side_by_side(column: Callable[[str, int], str], how: str = "SUM") -> str:
+    """Every window's measures as columns of one row (``<measure>_<window>``)."""
+    return ", ".join(f"CAST({how}({column(m, w)}) AS INTEGER) AS {m}_{w}" for w in WINDOWS for m in CELL_MEASURES)
+
+
+def _of_window(prefix: str) -> str:
+    """The measures of the period's window (``e.window_len``) out of side-by-side columns."""
+    return ", ".join(f"CASE e.window_len {' '.join(f'WHEN {w} THEN {prefix}{m}_{w}' for w in WINDOWS)} END AS {m}"
+                     for m in CELL_MEASURES)
 
 
 def _periods(session: Session) -> None:
-    """PERIOD_MANAGERS, PERIOD_TEAMS and MOVED_PERIODS for the periods of BUILD_ENDS."""
+    """PERIOD_MANAGERS and PERIOD_TEAMS (every window side by side, per period end of
+    BUILD_ENDS) and MOVED_PERIODS."""
     for table, keys in UNITS.values():
         by = ", ".join(keys)
         weeks = f"{table}_weeks"
         # a unit's measures, runs and sums per week ...
         data_columns = [*INDICATORS, *(f"{r}_{m}" for r in RUNS for m in INDICATORS), *ADDITIVE]
-        per_week = [*(f"CAST(SUM({m}) AS INTEGER)" for m in INDICATORS),
-                    *(f"CAST(SUM(({r} >> {i}) & 1) AS INTEGER)" for r in RUNS for i, _ in enumerate(INDICATORS)),
-                    *(f"CAST(SUM({m}) AS INTEGER)" for m in ADDITIVE)]
+        counted = [*(f"CAST(SUM((flags >> {i}) & 1) AS INTEGER) AS {m}" for i, m in enumerate(INDICATORS)),
+                   *(f"0 AS {r}_{m}" for r in RUNS for m in INDICATORS), *(f"CAST(SUM({m}) AS INTEGER) AS {m}" for m in ADDITIVE)]
+        runs = [*(f"0 AS {m}" for m in INDICATORS), *(f"CAST(SUM(({r} >> {i}) & 1) AS INTEGER) AS {r}_{m}" for r in RUNS
+                                                       for i, m in enumerate(INDICATORS)), *(f"0 AS {m}" for m in ADDITIVE)]
+        with_unit = "".join(f" AND {k} IS NOT NULL" for k in keys if k == "mid")
         _temporary_table(session, weeks, f"week_no INTEGER, {', '.join(f'{k} INTEGER' for k in keys)}, "
                          f"{', '.join(f'{c} INTEGER' for c in data_columns)}")
         session.execute(text(f"""
             INSERT INTO {weeks}
-            SELECT week_no, {by}, {', '.join(per_week)}
-            FROM {BUILD_WEEKS} WHERE moved = 0 {''.join(f' AND {k} IS NOT NULL' for k in keys if k == 'mid')}
-            GROUP BY week_no, {by}
+            SELECT week_no, {by}, {', '.join(f'CAST(SUM({c}) AS INTEGER)' for c in data_columns)} FROM (
+                SELECT week_no, {by}, {', '.join(counted)} FROM {BUILD_WEEKS} WHERE moved = 0 {with_unit} GROUP BY week_no, {by}
+                UNION ALL
+                SELECT week_no, {by}, {', '.join(runs)} FROM {BUILD_RUNS} WHERE 1 = 1 {with_unit} GROUP BY week_no, {by}
+            ) x GROUP BY week_no, {by}
         """))
-        # ... and per period: a one-week period's are the week's; a longer one's are running
-        # sums over the unit's weeks. Every period end needs a row to carry them: a row of
-        # zeros where the unit has none.
-        cumulative = [*(f"SUM({r}_{m}) OVER upto AS {r}_{m}" for r in RUNS if r.startswith("starts") for m in INDICATORS),
-                      *(f"SUM({r}_{m}) OVER upto_{r.split('_')[1]} AS {r}_{m}" for r in RUNS if r.startswith("ends")
-                        for m in INDICATORS),
-                      *(f"SUM({m}) OVER upto AS {m}_upto" for m in ADDITIVE),
-                      *(f"SUM({m}) OVER upto_{w} AS {m}_upto_{w}" for w in WINDOWS[1:] for m in ADDITIVE)]
+        # ... and per period end: a one-week period's are the week's; a longer one's are
+        # running sums over the unit's weeks. Every period end needs a row to carry them: a
+        # row of zeros where the unit has none.
         frames = ", ".join(f"upto_{w} AS (PARTITION BY {by} ORDER BY week_no RANGE BETWEEN UNBOUNDED PRECEDING AND {w} PRECEDING)"
                            for w in WINDOWS[1:])
         measures = []
-        for m in INDICATORS:
-            arms = " ".join(f"WHEN {w} THEN u.starts_{w}_{m} - COALESCE(u.ends_{w}_{m}, 0)" for w in WINDOWS[1:])
-            measures.append(f"CASE e.window_len WHEN 1 THEN u.{m} {arms} END AS {m}")
-        for m in ADDITIVE:
-            arms = " ".join(f"WHEN {w} THEN u.{m}_upto - COALESCE(u.{m}_upto_{w}, 0)" for w in WINDOWS[1:])
-            measures.append(f"CASE e.window_len WHEN 1 THEN u.{m} {arms} END AS {m}")
+        for w in WINDOWS:
+            for m in CELL_MEASURES:
+                if w == 1:
+                    measures.append(f"{m} AS {m}_1")
+                elif m in INDICATORS:  # runs started, less runs ended
+                    measures.append(f"SUM(starts_{w}_{m}) OVER upto - COALESCE(SUM(ends_{w}_{m}) OVER upto_{w}, 0) AS {m}_{w}")
+                else:
+                    measures.append(f"SUM({m}) OVER upto - COALESCE(SUM({m}) OVER upto_{w}, 0) AS {m}_{w}")
         same_unit = " AND ".join(f"COALESCE(d.{k}, 0) = COALESCE(k.{k}, 0)" for k in keys)  # keys count from 1; no team is NULL
-        _temporary_table(session, table, f"window_len INTEGER, end_no INTEGER, {', '.join(f'{k} INTEGER' for k in keys)}, {MEASURE_COLUMNS}")
+        _temporary_table(session, table, f"end_no INTEGER, {', '.join(f'{k} INTEGER' for k in keys)}, "
+                         f"{', '.join(f'{m}_{w} INTEGER' for w in WINDOWS for m in CELL_MEASURES)}")
         session.execute(text(f"""
             INSERT INTO {table}
-            SELECT window_len, end_no, {by}, {', '.join(CELL_MEASURES)} FROM (
-                SELECT e.window_len, e.end_no, {', '.join(f'u.{k}' for k in keys)}, {', '.join(measures)}
+            SELECT * FROM (
+                SELECT week_no, {by}, {', '.join(measures)}
                 FROM (
-                    SELECT week_no, {by}, {', '.join([*INDICATORS, *ADDITIVE])}, {', '.join(cumulative)}
-                    FROM (
-                        SELECT * FROM {weeks}
-                        UNION ALL
-                        SELECT e.end_no, {', '.join(f'k.{k}' for k in keys)}, {', '.join('0' for _ in data_columns)}
-                        FROM (SELECT DISTINCT end_no FROM {BUILD_ENDS}) e CROSS JOIN (SELECT DISTINCT {by} FROM {weeks}) k
-                        WHERE NOT EXISTS (SELECT 1 FROM {weeks} d WHERE d.week_no = e.end_no AND {same_unit})
-                    ) x
-                    WINDOW upto AS (PARTITION BY {by} ORDER BY week_no RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), {frames}
-                ) u JOIN {BUILD_ENDS} e ON e.end_no = u.week_no
-            ) p WHERE participants > 0
+                    SELECT * FROM {weeks}
+                    UNION ALL
+                    SELECT e.end_no, {', '.join(f'k.{k}' for k in keys)}, {', '.join('0' for _ in data_columns)}
+                    FROM (SELECT DISTINCT end_no FROM {BUILD_ENDS}) e CROSS JOIN (SELECT DISTINCT {by} FROM {weeks}) k
+                    WHERE NOT EXISTS (SELECT 1 FROM {weeks} d WHERE d.week_no = e.end_no AND {same_unit})
+                ) x
+                WINDOW upto AS (PARTITION BY {by} ORDER BY week_no RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), {frames}
+            ) p
+            WHERE week_no IN (SELECT end_no FROM {BUILD_ENDS}) AND ({' OR '.join(f'participants_{w} > 0' for w in WINDOWS)})
         """))
         _drop(session, weeks)
     _temporary_table(session, MOVED_PERIODS, f"window_len INTEGER, end_no INTEGER, pid INTEGER, did INTEGER, tid INTEGER, "
                      f"mid INTEGER, {MEASURE_COLUMNS}")
     session.execute(text(f"""
         INSERT INTO {MOVED_PERIODS}
-        SELECT p.window_len, p.end_no, b.pid, b.did, b.tid, b.mid, {_fold("b.")}
+        SELECT p.window_len, p.end_no, b.pid, b.did, b.tid, b.mid,
+               {', '.join(f'MAX((b.flags >> {i}) & 1)' for i, _ in enumerate(INDICATORS))}, {', '.join(f'SUM(b.{m})' for m in ADDITIVE)}
         FROM {BUILD_WEEKS} b JOIN {BUILD_PERIOD_WEEKS} p ON p.week_no = b.week_no
         WHERE b.moved = 1
         GROUP BY p.window_len, p.end_no, b.pid, b.did, b.tid, b.mid
@@ -461,7 +521,7 @@ def _periods(session: Session) -> None:
 
 
 def _lines(session: Session) -> None:
-    """BUILD_TREE and BUILD_CLOSURE for the period ends of BUILD_ENDS."""
+    """BUILD_TREE, BUILD_CLOSURE and BUILD_LINE_HEADCOUNTS for the period ends of BUILD_ENDS."""
     # the tree from each line's spans of weeks under one parent (a few rows per line)
     _temporary_table(session, BUILD_TREE, "end_no INTEGER, lid INTEGER, parent_lid INTEGER, shortest INTEGER")
     recorded = "CASE WHEN s.last_week < t.end_no THEN s.last_week ELSE t.end_no END"
@@ -494,20 +554,27 @@ def _lines(session: Session) -> None:
         SELECT h.end_no, l.lid, h.headcount FROM {BUILD_HEADCOUNTS} h JOIN {BUILD_LINES} l ON l.line = h.group_key
         WHERE h.group_kind = 'line'
     """))
-    _analyze(session, BUILD_LINE_HEADCOUNTS)
-    _analyze(session, BUILD_CLOSURE)
+    _analyze(session, BUILD_CLOSURE, BUILD_LINE_HEADCOUNTS)
 
 
+# Cells are written in two steps: the people who stayed in one group (from the per-unit
+# measures), then the people who moved, folded once per group they were in and added to
+# the same cells (or making new ones) by ON CONFLICT.
 CELL_INSERT = f"""
     INSERT INTO report_cells (org_id, "window", iso_week, group_kind, group_key, parent_key, headcount,
-                              {{measures}}, built_at)
-    SELECT :org, e.window_len, e.end_week, :kind, g.group_key, g.parent_key, g.headcount, {{measures}}, :now
+                              {', '.join(CELL_MEASURES)}, built_at)
+    SELECT :org, e.window_len, e.end_week, :kind, g.group_key, g.parent_key, g.headcount, {', '.join(f'g.{m}' for m in CELL_MEASURES)}, :now
     FROM ({{groups}}) g
     JOIN {BUILD_ENDS} e ON e.window_len = g.window_len AND e.end_no = g.end_no
-    ORDER BY e.window_len, e.end_week, g.group_key
+    WHERE g.participants > 0
+
+"""
+MOVED_CELLS = f"""
+    ON CONFLICT (org_id, "window", iso_week, group_kind, group_key) DO UPDATE SET
+    {', '.join(f'{m} = report_cells.{m} + excluded.{m}' for m in CELL_MEASURES)}
 """
 
-# group kind -> (integer key a person is grouped by, its names, key, parent key)
+# group kind -> (integer keys of its groups, their names, key, parent key)
 TREE_GROUPS = {
     "org": ((), "", "''", "NULL"),
     "department": (("did",), f"JOIN (SELECT DISTINCT did, department FROM {BUILD_ATTRS}) n ON n.did = g.did",
@@ -516,93 +583,85 @@ TREE_GROUPS = {
              "n.department || '/' || n.team", "n.department"),
 }
 TREE_GROUP = f"""
-SELECT g.window_len, g.end_no, {{key}} AS group_key, {{parent}} AS parent_key, COALESCE(h.headcount, 0) AS headcount, {{names}}
-FROM (
-    SELECT window_len, end_no{{by}}, {_added()} FROM (
-        SELECT p.window_len, p.end_no{{by_p}}, {_added("p.")}
-        FROM {UNITS["teams"][0]} p
-        WHERE 1 = 1 {{where}} GROUP BY p.window_len, p.end_no{{by_p}}
-        UNION ALL
-        SELECT window_len, end_no{{by}}, {_added()} FROM (
-            SELECT p.window_len, p.end_no, p.pid{{by_p}}, {_fold("p.")}
-            FROM {MOVED_PERIODS} p
-            WHERE 1 = 1 {{where}}
-            GROUP BY p.window_len, p.end_no, p.pid{{by_p}}
-        ) x GROUP BY window_len, end_no{{by}}
-    ) u GROUP BY window_len, end_no{{by}}
-) g {{join_names}}
+SELECT g.window_len, g.end_no, {{key}} AS group_key, {{parent}} AS parent_key, COALESCE(h.headcount, 0) AS headcount,
+       {', '.join(f'g.{m}' for m in CELL_MEASURES)}
+FROM ({{measures}}) g {{join_names}}
 LEFT JOIN {BUILD_HEADCOUNTS} h ON h.end_no = g.end_no AND h.group_kind = :kind AND h.group_key = {{key}}
 """
+TREE_STEADY = f"""
+SELECT e.window_len, p.end_no{{by_p}}, {_added_by_window("p.")}
+FROM {UNITS["teams"][0]} p JOIN {BUILD_ENDS} e ON e.end_no = p.end_no
+WHERE 1 = 1 {{where}}
+GROUP BY e.window_len, p.end_no{{by_p}}
+"""
+TREE_MOVED = f"""
+SELECT window_len, end_no{{by}}, {_added()} FROM (
+    SELECT p.window_len, p.end_no, p.pid{{by_p}}, {_fold("p.")}
+    FROM {MOVED_PERIODS} p
+    WHERE 1 = 1 {{where}}
+    GROUP BY p.window_len, p.end_no, p.pid{{by_p}}
+) x GROUP BY window_len, end_no{{by}}
+"""
 
-
-def _side_by_side(column: Callable[[str, int], str], how: str = "SUM") -> str:
-    """Every window's measures as columns of one row (``m_<window>``)."""
-    return ", ".join(f"CAST({how}({column(m, w)}) AS INTEGER) AS {m}_{w}" for w in WINDOWS for m in CELL_MEASURES)
-
-
-def _per_window(prefix: str) -> str:
-    """The measures of the row's window (``window_len``) out of the side-by-side columns."""
-    return ", ".join(f"CASE e.window_len {' '.join(f'WHEN {w} THEN {prefix}{m}_{w}' for w in WINDOWS)} END AS {m}"
-                     for m in CELL_MEASURES)
-
-
-# A manager's line adds up the lines below it: the per-manager measures joined to the closure,
-# once for every window (side by side; a closure row counts in the windows it belongs to).
-# People who moved are folded once per line they fall in.
-LINE_GROUPS = f"""
-WITH managers AS (
-    SELECT end_no, mid, {_side_by_side(lambda m, w: f"CASE WHEN window_len = {w} THEN {m} ELSE 0 END")}
-    FROM {UNITS["managers"][0]} GROUP BY end_no, mid
-), lines AS (
-    SELECT m.end_no, c.ancestor, {_side_by_side(lambda m, w: f"CASE WHEN c.shortest <= {w} THEN m.{m}_{w} ELSE 0 END")}
-    FROM managers m JOIN {BUILD_CLOSURE} c ON c.end_no = m.end_no AND c.lid = m.mid
-    GROUP BY m.end_no, c.ancestor
-), moved AS (
+# A manager's line adds up the lines below it: the per-manager measures joined to the closure
+# once for every window (side by side; a closure row counts in the windows it belongs to),
+# named once per line and period end (materialised: else the planner names each window's row).
+LINE_NAMED = f"""
+WITH named AS MATERIALIZED (
+    SELECT g.*, l.line AS group_key, pl.line AS parent_key, t.shortest AS parent_shortest, COALESCE(h.headcount, 0) AS headcount
+    FROM (
+        SELECT p.end_no, c.ancestor, {_side_by_side(lambda m, w: f"CASE WHEN c.shortest <= {w} THEN p.{m}_{w} ELSE 0 END")}
+        FROM {UNITS["managers"][0]} p JOIN {BUILD_CLOSURE} c ON c.end_no = p.end_no AND c.lid = p.mid
+        GROUP BY p.end_no, c.ancestor
+    ) g
+    JOIN {BUILD_LINES} l ON l.lid = g.ancestor
+    LEFT JOIN {BUILD_TREE} t ON t.end_no = g.end_no AND t.lid = g.ancestor
+    LEFT JOIN {BUILD_LINES} pl ON pl.lid = t.parent_lid
+    LEFT JOIN {BUILD_LINE_HEADCOUNTS} h ON h.end_no = g.end_no AND h.lid = g.ancestor
+)
+"""
+LINE_STEADY = f"""
+SELECT e.window_len, n.end_no, n.group_key, CASE WHEN n.parent_shortest <= e.window_len THEN n.parent_key END AS parent_key,
+       n.headcount, {_of_window("n.")}
+FROM named n JOIN {BUILD_ENDS} e ON e.end_no = n.end_no
+"""
+LINE_MOVED = f"""
+SELECT g.window_len, g.end_no, l.line AS group_key, pl.line AS parent_key, COALESCE(h.headcount, 0) AS headcount,
+       {', '.join(f'g.{m}' for m in CELL_MEASURES)}
+FROM (
     SELECT window_len, end_no, ancestor, {_added()} FROM (
         SELECT p.window_len, p.end_no, c.ancestor, p.pid, {_fold("p.")}
         FROM {MOVED_PERIODS} p JOIN {BUILD_CLOSURE} c ON c.end_no = p.end_no AND c.lid = p.mid
         WHERE c.shortest <= p.window_len
         GROUP BY p.window_len, p.end_no, c.ancestor, p.pid
     ) x GROUP BY window_len, end_no, ancestor
-), rolled AS (
-    SELECT e.window_len, l.end_no, l.ancestor, {_per_window("l.")}
-    FROM lines l JOIN {BUILD_ENDS} e ON e.end_no = l.end_no
-    UNION ALL
-    SELECT * FROM moved
-)
-"""
-LINE_GROUP = f"""
-SELECT lg.window_len, lg.end_no, l.line AS group_key, pl.line AS parent_key, COALESCE(h.headcount, 0) AS headcount, {{names}}
-FROM (
-    SELECT r.window_len, r.end_no, r.ancestor, MAX(t.parent_lid) AS parent_lid, {_added("r.")}
-    FROM rolled r LEFT JOIN {BUILD_TREE} t ON t.end_no = r.end_no AND t.lid = r.ancestor AND t.shortest <= r.window_len
-    GROUP BY r.window_len, r.end_no, r.ancestor
-) lg
-JOIN {BUILD_LINES} l ON l.lid = lg.ancestor
-LEFT JOIN {BUILD_LINES} pl ON pl.lid = lg.parent_lid
-LEFT JOIN {BUILD_LINE_HEADCOUNTS} h ON h.end_no = lg.end_no AND h.lid = lg.ancestor
-WHERE lg.participants > 0
+) g
+JOIN {BUILD_LINES} l ON l.lid = g.ancestor
+LEFT JOIN {BUILD_TREE} t ON t.end_no = g.end_no AND t.lid = g.ancestor AND t.shortest <= g.window_len
+LEFT JOIN {BUILD_LINES} pl ON pl.lid = t.parent_lid
+LEFT JOIN {BUILD_LINE_HEADCOUNTS} h ON h.end_no = g.end_no AND h.lid = g.ancestor
 """
 
 
 def _insert_cells(session: Session, org_id: int, now: datetime) -> int:
-    """Every cell of the periods of BUILD_ENDS. People who moved are folded per group, so
-    each person counts once in every group they belonged to."""
+    """Every cell of the periods of BUILD_ENDS (returns how many). People who moved are
+    folded per group, so each person counts once in every group they belonged to."""
     _periods(session)
     _lines(session)
-    measures = ", ".join(CELL_MEASURES)
-    names = ", ".join(f"g.{m}" for m in CELL_MEASURES)
     params = {"org": org_id, "now": now}
-    cells = 0
     for kind, (columns, join_names, key, parent) in TREE_GROUPS.items():
-        groups = TREE_GROUP.format(key=key, parent=parent, names=names, join_names=join_names,
-                                   by="".join(f", {c}" for c in columns), by_p="".join(f", p.{c}" for c in columns),
-                                   where="".join(f"AND p.{c} IS NOT NULL" for c in columns))
-        cells += session.execute(text(CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": kind}).rowcount
-    # the CTEs go first: "WITH ... INSERT ... SELECT" is the form both dialects accept
-    groups = LINE_GROUP.format(names=", ".join(f"lg.{m}" for m in CELL_MEASURES))
-    cells += session.execute(text(LINE_GROUPS + CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": "line"}).rowcount
-    return cells
+        parts = {"by": "".join(f", {c}" for c in columns), "by_p": "".join(f", p.{c}" for c in columns),
+                 "where": "".join(f"AND p.{c} IS NOT NULL" for c in columns)}
+        for measures, upsert in ((TREE_STEADY, ""), (TREE_MOVED, MOVED_CELLS)):
+            groups = TREE_GROUP.format(key=key, parent=parent, join_names=join_names, measures=measures.format(**parts))
+            session.execute(text(CELL_INSERT.format(groups=groups) + upsert), {**params, "kind": kind})
+    # the CTE goes first: "WITH ... INSERT ... SELECT" is the form both dialects accept
+    session.execute(text(LINE_NAMED + CELL_INSERT.format(groups=LINE_STEADY)), {**params, "kind": "line"})
+    session.execute(text(CELL_INSERT.format(groups=LINE_MOVED) + MOVED_CELLS), {**params, "kind": "line"})
+    # (counted through the cells' unique index: moved people's cells were partly updates)
+    periods = session.execute(text(f"SELECT window_len, end_week FROM {BUILD_ENDS}")).all()
+    return session.scalar(select(func.count()).select_from(C).where(C.c.org_id == org_id, or_(*(
+        and_(C.c.window == window, C.c.iso_week.in_([end for w, end in periods if w == window])) for window in WINDOWS))))
 
 
 BUILD_WORK_MEM = "256MB"
@@ -646,6 +705,7 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
     now = utcnow()
     cells = _insert_cells(session, org_id, now)
     _drop(session, BUILD_HEADCOUNTS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_WEEKS,
+          BUILD_PEOPLE, BUILD_BLOCK_WEEKS, BUILD_RUNS,
           BUILD_TREE, BUILD_CLOSURE, BUILD_LINE_HEADCOUNTS, MOVED_PERIODS, *(table for table, _ in UNITS.values()))
     for row in dirty_rows:
         if row.iso_week in target:
