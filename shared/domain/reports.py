@@ -65,15 +65,6 @@ EMP = Employee.__table__
 # The statements run on tables outside the ORM tenant guard (which cannot scope an
 # INSERT ... SELECT), so each one names its organisation explicitly.
 
-def _week_rows(weeks: Sequence[str]) -> tuple[str, dict]:
-    """A derived table of (iso_week, week_no) rows, written so both dialects accept it."""
-    parts, params = [], {}
-    for i, week in enumerate(weeks):
-        parts.append(f"SELECT CAST(:w{i} AS VARCHAR(8)) AS iso_week, CAST(:n{i} AS INTEGER) AS week_no")
-        params[f"w{i}"], params[f"n{i}"] = week, activity.week_number(week)
-    return "(" + " UNION ALL ".join(parts) + ")", params
-
-
 def _topics_aggregate(session: Session) -> str:
     """The JSON list of the distinct topics read in a person-week, aggregated straight over
     its events (no DISTINCT aggregate on PostgreSQL: that would sort every event). There,
@@ -101,7 +92,6 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
     summaries = ReportPersonWeek.__table__
     session.execute(delete(summaries).where(  # by week_no: the indexed column
         summaries.c.org_id == org_id, summaries.c.week_no.in_([activity.week_number(w) for w in with_events])))
-    table, params = _week_rows(with_events)
 
     def count(condition: str) -> str:
         return f"COUNT(*) FILTER (WHERE {condition})"
@@ -112,27 +102,25 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         *[count(f"e.kind = 'pulse_answered' AND e.score = {n}") for n in range(1, 6)],
         count("e.kind = 'program_enrolled'"), count("e.kind = 'session_attended'"), count("e.kind = 'program_completed'"),
     ]
-    # One GROUP BY per person-week (hashed: most of its cost is hashing each event's key);
-    # the week numbers are joined to the million groups, not to every event.
-    keys = ("iso_week", "pseudonym", "department", "team", "manager")
-    weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
+    keys = ("pseudonym", "department", "team", "manager")
     if _is_postgresql(session):
-        # its GROUP BY holds about 600 bytes per group (1 M groups with everyone active every
-        # week): hashed in memory instead of in batches spilled to disk
-        session.execute(text(f"SET LOCAL hash_mem_multiplier = {SUMMARY_HASH_MEM_MULTIPLIER}"))
-    written = session.execute(text(f"""
-        INSERT INTO report_person_weeks (org_id, {', '.join(keys)}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
-        SELECT :org, {', '.join(f'k.{c}' for c in keys)}, t.week_no, {', '.join(f'k.{c}' for c in SUMMARY_COLUMNS)}, k.topics
-        FROM (
-            SELECT {', '.join(f'e.{c}' for c in keys)}, {', '.join(f'{m} AS {c}' for m, c in zip(measures, SUMMARY_COLUMNS))},
-                   {_topics_aggregate(session)} AS topics
+        # hashed, not sorted, also when the planner takes a week just recorded for a few rows
+        # (its statistics predate them: sorting 190,000 events by their keys cost twice the hashing)
+        session.execute(text("SET LOCAL enable_sort = off"))
+    # One GROUP BY per person-week (most of its cost is hashing each event's key), a week at
+    # a time: its hash table stays small, and a week's summaries are written together, so the
+    # builds that read a few weeks of them read a few weeks' pages, not the whole table.
+    written = 0
+    for week in with_events:
+        written += session.execute(text(f"""
+            INSERT INTO report_person_weeks (org_id, iso_week, week_no, {', '.join(keys)}, {', '.join(SUMMARY_COLUMNS)}, topics)
+            SELECT :org, CAST(:week AS VARCHAR(8)), :week_no, {', '.join(f'e.{c}' for c in keys)}, {', '.join(measures)}, {_topics_aggregate(session)}
             FROM activity_events e
-            WHERE e.org_id = :org AND e.iso_week IN ({weeks_in})
+            WHERE e.org_id = :org AND e.iso_week = CAST(:week AS VARCHAR(8))
             GROUP BY {', '.join(f'e.{c}' for c in keys)}
-        ) k JOIN {table} t ON t.iso_week = k.iso_week
-    """), {"org": org_id, **params}).rowcount
+        """), {"org": org_id, "week": week, "week_no": activity.week_number(week)}).rowcount
     if _is_postgresql(session):
-        session.execute(text("RESET hash_mem_multiplier"))
+        session.execute(text("RESET enable_sort"))
     _analyze_if_grown(session, "report_person_weeks", written)
 
 
@@ -665,7 +653,6 @@ def _insert_cells(session: Session, org_id: int, now: datetime) -> int:
 
 
 BUILD_WORK_MEM = "256MB"
-SUMMARY_HASH_MEM_MULTIPLIER = 4  # of BUILD_WORK_MEM, for the summary pass only
 
 
 @dataclass
