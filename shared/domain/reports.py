@@ -65,6 +65,15 @@ EMP = Employee.__table__
 # The statements run on tables outside the ORM tenant guard (which cannot scope an
 # INSERT ... SELECT), so each one names its organisation explicitly.
 
+def _week_rows(weeks: Sequence[str]) -> tuple[str, dict]:
+    """A derived table of (iso_week, week_no) rows, written so both dialects accept it."""
+    parts, params = [], {}
+    for i, week in enumerate(weeks):
+        parts.append(f"SELECT CAST(:w{i} AS VARCHAR(8)) AS iso_week, CAST(:n{i} AS INTEGER) AS week_no")
+        params[f"w{i}"], params[f"n{i}"] = week, activity.week_number(week)
+    return "(" + " UNION ALL ".join(parts) + ")", params
+
+
 def _topics_aggregate(session: Session) -> str:
     """The JSON list of the distinct topics read in a person-week, aggregated straight over
     its events (no DISTINCT aggregate on PostgreSQL: that would sort every event). There,
@@ -102,24 +111,34 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         *[count(f"e.kind = 'pulse_answered' AND e.score = {n}") for n in range(1, 6)],
         count("e.kind = 'program_enrolled'"), count("e.kind = 'session_attended'"), count("e.kind = 'program_completed'"),
     ]
-    keys = ("pseudonym", "department", "team", "manager")
+    keys = ("iso_week", "pseudonym", "department", "team", "manager")
+    table, params = _week_rows(with_events)
+    weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
     if _is_postgresql(session):
-        # hashed, not sorted, also when the planner takes a week just recorded for a few rows
-        # (its statistics predate them: sorting 190,000 events by their keys cost twice the hashing)
+        # Its GROUP BY holds about 600 bytes per person-week (a million with everyone active
+        # every week) and its sort by week a third of that: both in memory. Hashed, not sorted,
+        # also when the planner takes a week just recorded for a few rows (its statistics predate
+        # them: sorting 190,000 events by their keys cost twice the hashing).
+        session.execute(text(f"SET LOCAL work_mem = '{SUMMARY_WORK_MEM}'"))
         session.execute(text("SET LOCAL enable_sort = off"))
-    # One GROUP BY per person-week (most of its cost is hashing each event's key), a week at
-    # a time: its hash table stays small, and a week's summaries are written together, so the
-    # builds that read a few weeks of them read a few weeks' pages, not the whole table.
-    written = 0
-    for week in with_events:
-        written += session.execute(text(f"""
-            INSERT INTO report_person_weeks (org_id, iso_week, week_no, {', '.join(keys)}, {', '.join(SUMMARY_COLUMNS)}, topics)
-            SELECT :org, CAST(:week AS VARCHAR(8)), :week_no, {', '.join(f'e.{c}' for c in keys)}, {', '.join(measures)}, {_topics_aggregate(session)}
+    # One GROUP BY per person-week straight over the events (most of its cost is hashing each
+    # event's key); the week numbers are joined to the groups, not to every event. Written in
+    # week order, so a week's summaries lie together and the builds that read a few weeks of
+    # them (every incremental one) read a few weeks' pages, not the whole table.
+    written = session.execute(text(f"""
+        INSERT INTO report_person_weeks (org_id, {', '.join(keys)}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
+        SELECT :org, {', '.join(f'k.{c}' for c in keys)}, t.week_no, {', '.join(f'k.{c}' for c in SUMMARY_COLUMNS)}, k.topics
+        FROM (
+            SELECT {', '.join(f'e.{c}' for c in keys)}, {', '.join(f'{m} AS {c}' for m, c in zip(measures, SUMMARY_COLUMNS))},
+                   {_topics_aggregate(session)} AS topics
             FROM activity_events e
-            WHERE e.org_id = :org AND e.iso_week = CAST(:week AS VARCHAR(8))
+            WHERE e.org_id = :org AND e.iso_week IN ({weeks_in})
             GROUP BY {', '.join(f'e.{c}' for c in keys)}
-        """), {"org": org_id, "week": week, "week_no": activity.week_number(week)}).rowcount
+        ) k JOIN {table} t ON t.iso_week = k.iso_week
+        ORDER BY t.week_no
+    """), {"org": org_id, **params}).rowcount
     if _is_postgresql(session):
+        session.execute(text(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'"))
         session.execute(text("RESET enable_sort"))
     _analyze_if_grown(session, "report_person_weeks", written)
 
@@ -200,21 +219,27 @@ def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: lis
 # Working tables of a build (temporary, per connection). Pseudonyms and group attributes are
 # replaced by integer keys once per build, so grouping and the line closure work on integers
 # instead of 64-character strings:
-#   BUILD_HEADCOUNTS  the headcounts of the build's period ends (as written to report_headcounts);
-#   BUILD_LINES  every reporting line (a manager's pseudonym) -> lid;
-#   BUILD_SPANS  each line's spans of weeks under one parent (first and last week recorded);
-#   BUILD_ATTRS  every combination of group attributes (department, team, manager) -> aid,
-#                with integer keys of its parts: did (department), tid (team within its
-#                department; none for no team) and the manager's lid (mid);
+#   BUILD_HEADCOUNTS  the headcounts of the build's period ends (as written to report_headcounts),
+#                and BUILD_LINE_HEADCOUNTS the lines' keyed by (end_no, lid);
 #   BUILD_ENDS   the periods to build (window length and last week) and BUILD_PERIOD_WEEKS
 #                the weeks of each;
-#   BUILD_WEEKS  the weekly summaries of the build's weeks keyed (week, person, did, tid, mid):
-#                whether the person did each of INDICATORS at all that week, the ADDITIVE
-#                sums, and their runs per window length (below). ``moved`` marks the people
-#                with more than one combination of group attributes in the build's weeks
-#                (they changed team or manager);
-#   PERIOD_MANAGERS / PERIOD_TEAMS  the cells' measures per period and manager (mid) or team
-#                (did, tid) over the people who did not move, from their runs;
+#   BUILD_ATTRS  every combination of group attributes (department, team, manager) with
+#                integer keys of its parts: did (department), tid (team within its department;
+#                none for no team) and the manager's lid (mid);
+#   BUILD_PEOPLE  every person's combinations of group attributes in the build's weeks, with
+#                the person's key (pid) and ``moved`` for people with more than one (they
+#                changed team or manager);
+#   BUILD_LINES  every reporting line (a manager's pseudonym) -> lid; BUILD_SPANS each line's
+#                spans of weeks under one parent (first and last week recorded);
+#   BUILD_WEEKS  the weekly summaries of the build's weeks keyed (week, pid, did, tid, mid,
+#                moved), with a bit for each of INDICATORS the person did that week (flags)
+#                and the ADDITIVE sums;
+#   BUILD_RUNS   where the runs (below) of the people who did not move start and end: the
+#                weeks with any, and a bit per indicator for each window and edge (RUNS),
+#                worked out over BUILD_BLOCK_WEEKS (the weeks a person's bitmask holds);
+#   PERIOD_MANAGERS / PERIOD_TEAMS  the cells' measures of every window side by side, per
+#                period end and manager (mid) or team (did, tid), over the people who did not
+#                move: running sums of their weekly counts, runs and sums;
 #   MOVED_PERIODS  one row per period, person who moved and (did, tid, mid), with what they
 #                did in the period there: they are counted per group, once in each group;
 #   BUILD_TREE   each period end's reporting-line tree (each line's latest recorded parent in
@@ -228,9 +253,11 @@ def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: lis
 # person's covered ends fall into runs: a run starts at a week with no week of the
 # indicator in the W-1 weeks before it, and ends (is no longer covered) W weeks after a
 # week with no week of the indicator in the W-1 weeks after it. The people counted at E are
-# the runs started up to E less the runs ended up to E: running sums per manager or team
+# the runs started by E less the runs ended by E: running sums per manager or team
 # over weeks, so each person's week is looked at once instead of once per period it falls
-# in. Sums over a period are running sums too (up to E less up to E-W).
+# in (a one-week period's runs are its weeks). A person's weeks of an indicator, as bits
+# of one integer, give their starts and ends by shifting it W-1 times: no sort or window
+# function over person-weeks. Sums over a period are running sums too (up to E less up to E-W).
 BUILD_HEADCOUNTS = "report_build_headcounts"
 BUILD_LINES = "report_build_lines"
 BUILD_SPANS = "report_build_spans"
@@ -428,9 +455,9 @@ def _runs(session: Session, first: int, last: int) -> None:
     """))
 
 
-def _side_by_side(column: Callable[[str, int], str], how: str = "SUM") -> str:
-    """Every window's measures as columns of one row (``<measure>_<window>``)."""
-    return ", ".join(f"CAST({how}({column(m, w)}) AS INTEGER) AS {m}_{w}" for w in WINDOWS for m in CELL_MEASURES)
+def _side_by_side(column: Callable[[str, int], str]) -> str:
+    """Every window's measures added up as columns of one row (``<measure>_<window>``)."""
+    return ", ".join(f"CAST(SUM({column(m, w)}) AS INTEGER) AS {m}_{w}" for w in WINDOWS for m in CELL_MEASURES)
 
 
 def _of_window(prefix: str) -> str:
@@ -653,6 +680,7 @@ def _insert_cells(session: Session, org_id: int, now: datetime) -> int:
 
 
 BUILD_WORK_MEM = "256MB"
+SUMMARY_WORK_MEM = "512MB"  # for the summary pass only
 
 
 @dataclass
