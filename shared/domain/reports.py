@@ -582,7 +582,6 @@ CELL_INSERT = f"""
     FROM ({{groups}}) g
     JOIN {BUILD_ENDS} e ON e.window_len = g.window_len AND e.end_no = g.end_no
     WHERE g.participants > 0
-
 """
 MOVED_CELLS = f"""
     ON CONFLICT (org_id, "window", iso_week, group_kind, group_key) DO UPDATE SET
