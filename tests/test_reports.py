@@ -654,6 +654,34 @@ def test_every_cell_equals_a_plain_computation_from_the_raw_events(db, tenant, o
             assert len([g for g in got if g[0] == "line"]) == 4  # both managers of each org tree
 
 
+def test_every_cell_over_more_weeks_than_one_bitmask_holds(db, tenant):
+    """The build finds where each person's runs of weeks start and end from bitmasks of at most
+    reports.WEEK_BITS weeks, so a build over more weeks works in overlapping blocks: every cell
+    of every week still equals the plain computation, with people active across the blocks'
+    edges and gaps just under, at and over each window's length."""
+    _, _, people = build_org(db, tenant, sizes={"Blue": 3, "Green": 3})
+    blue, green = people["Blue"], people["Green"]
+    weeks = [shift_week(WEEK, -i) for i in range(reports.WEEK_BITS + 30)]
+    for i, week in enumerate(weeks):
+        if i % 3 == 0:
+            record(db, tenant, blue[:1], week=week, score=1 + i % 5)
+        if i % 13 in (0, 4):
+            record(db, tenant, blue[1:2], week=week, kind="article_read", topic="sleep")
+        if i % 12 == 0 or i % 11 == 5:
+            record(db, tenant, green[:1], week=week, kind="digest_clicked")
+        if i % 5 == 2:
+            record(db, tenant, [blue[2], green[1]], week=week, kind="session_attended", program_id=1)
+    build(db, tenant, weeks)
+    with db.session(tenant.org_id) as s:
+        for window in reports.WINDOWS:
+            for week in weeks:
+                expected = _cells_from_raw_events(s, window, week)
+                got = {(c.group_kind, c.group_key): (c.participants, c.delivered, c.clicked, c.respondents, c.pulse_sum,
+                                                     c.pulse_answers, c.readers, c.enrolments, c.attendances, c.completions)
+                       for c in s.scalars(select(ReportCell).where(ReportCell.window == window, ReportCell.iso_week == week))}
+                assert got == expected, (window, week)
+
+
 @pytest.mark.skipif(TEST_DB != "postgresql", reason="SQLite serialises writers; the insert race needs concurrent transactions")
 def test_concurrent_first_reads_share_one_settings_row(db, tenant):
     """Two requests that both find no report settings yet: the second insert waits for the

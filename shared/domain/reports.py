@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import utcnow
@@ -75,19 +75,16 @@ def _week_rows(weeks: Sequence[str]) -> tuple[str, dict]:
 
 
 def _topics_aggregate(session: Session) -> str:
-    """The JSON list of a person-week's topics, from rows already distinct per topic (the
-    inner GROUP BY of ``_summarise``): no DISTINCT aggregate, so the database can hash.
-    On PostgreSQL the list is concatenated by ``report_topic_list`` (migration 0012), whose
-    state is text: for ``json_agg``'s internal state the planner counts about 8 kB per
-    group and split the summary's GROUP BY into batches on disk. Same text as json_agg's."""
+    """The JSON list of the distinct topics read in a person-week, aggregated straight over
+    its events (no DISTINCT aggregate on PostgreSQL: that would sort every event). There,
+    ``report_topic_set`` (migration 0013) merges one-key JSON objects, so a topic read twice
+    is kept once, and the keys are listed at the end. Its state is jsonb, which the planner
+    sizes as a value (for ``json_agg``'s internal state it counts about 8 kB per group, and
+    split the GROUP BY into batches on disk). Same text as json_agg's, in key order."""
     if session.get_bind().dialect.name == "postgresql":
-        return "'[' || SUBSTR(report_topic_list(', ' || CAST(to_json(read_topic) AS TEXT)), 3) || ']'"
-    return "json_group_array(read_topic) FILTER (WHERE read_topic IS NOT NULL)"
-
-
-def _count(condition: str) -> str:
-    """Events meeting ``condition``, over rows that each stand for ``n`` alike events."""
-    return f"SUM(CASE WHEN {condition} THEN n ELSE 0 END)"
+        return ("CAST(jsonb_path_query_array(report_topic_set(CASE WHEN e.kind = 'article_read' AND e.topic IS NOT NULL "
+                "THEN jsonb_build_object(e.topic, 1) END), '$.keyvalue().key') AS TEXT)")
+    return "json_group_array(DISTINCT e.topic) FILTER (WHERE e.kind = 'article_read' AND e.topic IS NOT NULL)"
 
 
 SUMMARY_COLUMNS = ("delivered", "clicked", "reads", "pulse_answers", "pulse_sum", "score_1", "score_2", "score_3",
@@ -104,39 +101,45 @@ def _summarise(session: Session, org_id: int, weeks: Sequence[str]) -> None:
     summaries = ReportPersonWeek.__table__
     session.execute(delete(summaries).where(  # by week_no: the indexed column
         summaries.c.org_id == org_id, summaries.c.week_no.in_([activity.week_number(w) for w in with_events])))
-    table, params = _week_rows(with_events)
+
+    def count(condition: str) -> str:
+        return f"COUNT(*) FILTER (WHERE {condition})"
+
     measures = [
-        _count("kind = 'digest_delivered'"), _count("kind = 'digest_clicked'"), _count("kind = 'article_read'"),
-        _count("kind = 'pulse_answered'"), "SUM(CASE WHEN kind = 'pulse_answered' THEN pulse_score * n ELSE 0 END)",
-        *[_count(f"pulse_score = {n}") for n in range(1, 6)],
-        _count("kind = 'program_enrolled'"), _count("kind = 'session_attended'"), _count("kind = 'program_completed'"),
+        count("e.kind = 'digest_delivered'"), count("e.kind = 'digest_clicked'"), count("e.kind = 'article_read'"),
+        count("e.kind = 'pulse_answered'"), "COALESCE(SUM(e.score) FILTER (WHERE e.kind = 'pulse_answered'), 0)",
+        *[count(f"e.kind = 'pulse_answered' AND e.score = {n}") for n in range(1, 6)],
+        count("e.kind = 'program_enrolled'"), count("e.kind = 'session_attended'"), count("e.kind = 'program_completed'"),
     ]
-    # Two GROUP BYs: the events counted per person, week, group attributes, kind, pulse score
-    # and topic read (one aggregate per event, and a hash table instead of a sort of every
-    # event), then those few rows per person-week folded into its measures and its
-    # distinct topics (one row per topic already, so no DISTINCT aggregate).
-    keys = "org_id, iso_week, pseudonym, department, team, manager"
-    pulse_score = "CASE WHEN e.kind = 'pulse_answered' THEN e.score END"
-    read_topic = "CASE WHEN e.kind = 'article_read' THEN e.topic END"
+    keys = ("iso_week", "pseudonym", "department", "team", "manager")
+    table, params = _week_rows(with_events)
     weeks_in = ", ".join(f":w{i}" for i in range(len(with_events)))
     if _is_postgresql(session):
-        # its per person-week GROUP BY holds about 600 bytes per group (1 M groups with everyone
-        # active every week): hashed in memory instead of in batches spilled to disk
-        session.execute(text(f"SET LOCAL hash_mem_multiplier = {SUMMARY_HASH_MEM_MULTIPLIER}"))
+        # Its GROUP BY holds about 600 bytes per person-week (a million with everyone active
+        # every week) and its sort by week a third of that: both in memory. Hashed, not sorted,
+        # also when the planner takes a week just recorded for a few rows (its statistics predate
+        # them: sorting 190,000 events by their keys cost twice the hashing).
+        session.execute(text(f"SET LOCAL work_mem = '{SUMMARY_WORK_MEM}'"))
+        session.execute(text("SET LOCAL enable_sort = off"))
+    # One GROUP BY per person-week straight over the events (most of its cost is hashing each
+    # event's key); the week numbers are joined to the groups, not to every event. Written in
+    # week order, so a week's summaries lie together and the builds that read a few weeks of
+    # them (every incremental one) read a few weeks' pages, not the whole table.
     written = session.execute(text(f"""
-        INSERT INTO report_person_weeks ({keys}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
-        SELECT {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no, {', '.join(measures)}, {_topics_aggregate(session)}
+        INSERT INTO report_person_weeks (org_id, {', '.join(keys)}, week_no, {', '.join(SUMMARY_COLUMNS)}, topics)
+        SELECT :org, {', '.join(f'k.{c}' for c in keys)}, t.week_no, {', '.join(f'k.{c}' for c in SUMMARY_COLUMNS)}, k.topics
         FROM (
-            SELECT {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score} AS pulse_score,
-                   {read_topic} AS read_topic, CAST(COUNT(*) AS INTEGER) AS n
+            SELECT {', '.join(f'e.{c}' for c in keys)}, {', '.join(f'{m} AS {c}' for m, c in zip(measures, SUMMARY_COLUMNS))},
+                   {_topics_aggregate(session)} AS topics
             FROM activity_events e
             WHERE e.org_id = :org AND e.iso_week IN ({weeks_in})
-            GROUP BY {', '.join(f'e.{c}' for c in keys.split(', '))}, e.kind, {pulse_score}, {read_topic}
+            GROUP BY {', '.join(f'e.{c}' for c in keys)}
         ) k JOIN {table} t ON t.iso_week = k.iso_week
-        GROUP BY {', '.join(f'k.{c}' for c in keys.split(', '))}, t.week_no
+        ORDER BY t.week_no
     """), {"org": org_id, **params}).rowcount
     if _is_postgresql(session):
-        session.execute(text("RESET hash_mem_multiplier"))
+        session.execute(text(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'"))
+        session.execute(text("RESET enable_sort"))
     _analyze_if_grown(session, "report_person_weeks", written)
 
 
@@ -185,16 +188,17 @@ def _headcounts(session: Session, org_id: int, weeks: Sequence[str]) -> None:
         for i, week in enumerate(weeks):
             running += steps[i]
             if running:
-                out.append((week, kind, key, running))
+                out.append((week, activity.week_number(week), kind, key, running))
     # the cells take their headcounts from this build's copy (no organisation column, local
-    # buffers); indexed, because the planner expects one row from the cells' nested GROUP BYs
-    # and joins them with a nested loop
+    # buffers, keyed by week number like the cells); indexed, because the planner expects
+    # few rows from the cells' nested GROUP BYs and joins them with a nested loop
     columns = ("iso_week", "group_kind", "group_key", "headcount")
-    _temporary_table(session, BUILD_HEADCOUNTS, "iso_week VARCHAR(8), group_kind VARCHAR(12), group_key VARCHAR(201), headcount INTEGER")
-    _bulk_insert(session, BUILD_HEADCOUNTS, columns, out)
+    _temporary_table(session, BUILD_HEADCOUNTS, "iso_week VARCHAR(8), end_no INTEGER, group_kind VARCHAR(12), "
+                     "group_key VARCHAR(201), headcount INTEGER")
+    _bulk_insert(session, BUILD_HEADCOUNTS, ("iso_week", "end_no", "group_kind", "group_key", "headcount"), out)
     session.execute(text(f"INSERT INTO {HC.name} (org_id, {', '.join(columns)}) SELECT :org, {', '.join(columns)} FROM {BUILD_HEADCOUNTS}"),
                     {"org": org_id})
-    session.execute(text(f"CREATE UNIQUE INDEX ix_{BUILD_HEADCOUNTS} ON {BUILD_HEADCOUNTS} (group_kind, iso_week, group_key)"))
+    session.execute(text(f"CREATE UNIQUE INDEX ix_{BUILD_HEADCOUNTS} ON {BUILD_HEADCOUNTS} (group_kind, end_no, group_key)"))
     _analyze(session, BUILD_HEADCOUNTS)
 
 
@@ -213,54 +217,91 @@ def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: lis
 
 
 # Working tables of a build (temporary, per connection). Pseudonyms and group attributes are
-# replaced by integer keys once per build, so the window folds and the line closure group
-# and join on integers instead of 64-character strings:
-#   BUILD_HEADCOUNTS  the headcounts of the build's period ends (as written to report_headcounts);
-#   BUILD_LINES  every reporting line (a manager's pseudonym) -> lid;
-#   BUILD_SPANS  each line's spans of weeks under one parent (first and last week recorded);
-#   BUILD_ATTRS  every combination of group attributes (department, team, manager) -> aid,
-#                with integer keys of its parts: did (department), tid (team within its
-#                department; none for no team) and the manager's lid (mid);
-#   BUILD_WEEKS  the weekly summaries of the build's weeks keyed (week, person, did, tid,
-#                mid), flags for "did it at all", sums otherwise: the rows of the one-week
-#                periods, keyed by period end like the folds. ``moved`` marks the people
-#                with more than one combination of group attributes in the build's weeks
-#                (they changed team or manager): their rows are folded per group, everybody
-#                else's are added up directly.
-# Per window: the period ends and the rows each one is folded from; one row per (period end,
-# person, did, tid, mid) with what the person did in the period; the period's reporting-line
-# tree (each line's latest recorded parent) and its closure (line -> itself and every line
-# above it). A window's rows are folded from those of the next smaller window (12 weeks
-# from three 4-week folds, not from twelve weeks), kept in WINDOW_FOLDS until the next
-# window is built.
+# replaced by integer keys once per build, so grouping and the line closure work on integers
+# instead of 64-character strings:
+#   BUILD_HEADCOUNTS  the headcounts of the build's period ends (as written to report_headcounts),
+#                and BUILD_LINE_HEADCOUNTS the lines' keyed by (end_no, lid);
+#   BUILD_ENDS   the periods to build (window length and last week) and BUILD_PERIOD_WEEKS
+#                the weeks of each;
+#   BUILD_ATTRS  every combination of group attributes (department, team, manager) with
+#                integer keys of its parts: did (department), tid (team within its department;
+#                none for no team) and the manager's lid (mid);
+#   BUILD_PEOPLE  every person's combinations of group attributes in the build's weeks, with
+#                the person's key (pid) and ``moved`` for people with more than one (they
+#                changed team or manager);
+#   BUILD_LINES  every reporting line (a manager's pseudonym) -> lid; BUILD_SPANS each line's
+#                spans of weeks under one parent (first and last week recorded);
+#   BUILD_WEEKS  the weekly summaries of the build's weeks keyed (week, pid, did, tid, mid,
+#                moved), with a bit for each of INDICATORS the person did that week (flags)
+#                and the ADDITIVE sums;
+#   BUILD_RUNS   where the runs (below) of the people who did not move start and end: the
+#                weeks with any, and a bit per indicator for each window and edge (RUNS),
+#                worked out over BUILD_BLOCK_WEEKS (the weeks a person's bitmask holds);
+#   PERIOD_MANAGERS / PERIOD_TEAMS  the cells' measures of every window side by side, per
+#                period end and manager (mid) or team (did, tid), over the people who did not
+#                move: running sums of their weekly counts, runs and sums;
+#   MOVED_PERIODS  one row per period, person who moved and (did, tid, mid), with what they
+#                did in the period there: they are counted per group, once in each group;
+#   BUILD_TREE   each period end's reporting-line tree (each line's latest recorded parent in
+#                the longest window ending there) and BUILD_CLOSURE its closure (line -> itself
+#                and every line above it). A shorter window's tree holds the lines recorded
+#                within it, with the same parents, so each row carries the shortest window it
+#                belongs to (for the closure: the shortest holding every recording followed).
+#
+# Runs. A person counts in a period of W weeks ending with week E for an indicator when they
+# did it in one of the weeks E-W+1..E. Each such week t covers the ends t..t+W-1, and a
+# person's covered ends fall into runs: a run starts at a week with no week of the
+# indicator in the W-1 weeks before it, and ends (is no longer covered) W weeks after a
+# week with no week of the indicator in the W-1 weeks after it. The people counted at E are
+# the runs started by E less the runs ended by E: running sums per manager or team
+# over weeks, so each person's week is looked at once instead of once per period it falls
+# in (a one-week period's runs are its weeks). A person's weeks of an indicator, as bits
+# of one integer, give their starts and ends by shifting it W-1 times: no sort or window
+# function over person-weeks. Sums over a period are running sums too (up to E less up to E-W).
 BUILD_HEADCOUNTS = "report_build_headcounts"
 BUILD_LINES = "report_build_lines"
 BUILD_SPANS = "report_build_spans"
 BUILD_ATTRS = "report_build_attrs"
+BUILD_ENDS = "report_build_ends"
+BUILD_PERIOD_WEEKS = "report_build_period_weeks"
 BUILD_WEEKS = "report_build_weeks"
-WINDOW_ENDS = "report_window_ends"
-WINDOW_SPAN = "report_window_span"
-WINDOW_PEOPLE = "report_window_people"
-WINDOW_FOLDS = "report_window_folds"
-WINDOW_TREE = "report_window_tree"
-WINDOW_CLOSURE = "report_window_closure"
-FLAGS = ("delivered", "clicked", "reads", "pulse_answers", "enrolments", "completions")
-SUMS = ("pulse_sum", "attendances")
-CELL_MEASURES = {  # report_cells column -> how it comes out of rows with one person each
-    "participants": "COUNT(*)", "delivered": "SUM(delivered)", "clicked": "SUM(clicked)",
-    "respondents": "SUM(pulse_answers)", "pulse_sum": "SUM(pulse_sum)", "pulse_answers": "SUM(answers)",
-    "readers": "SUM(reads)", "enrolments": "SUM(enrolments)", "attendances": "SUM(attendances)",
-    "completions": "SUM(completions)",
+BUILD_TREE = "report_build_tree"
+BUILD_CLOSURE = "report_build_closure"
+BUILD_LINE_HEADCOUNTS = "report_build_line_headcounts"
+MOVED_PERIODS = "report_moved_periods"
+BUILD_PEOPLE = "report_build_people"
+BUILD_BLOCK_WEEKS = "report_build_block_weeks"
+BUILD_RUNS = "report_build_runs"
+WEEK_BITS = 63  # weeks a person's bitmask holds: bits 0-62 of a 64-bit integer, the sign bit unused
+# unit -> (its working table, integer key columns): the steady people's cells add up per unit
+UNITS = {"managers": ("report_period_managers", ("mid",)), "teams": ("report_period_teams", ("did", "tid"))}
+INDICATORS = {  # report_cells column -> what a weekly summary shows of a person counted in it
+    "participants": "1 = 1", "delivered": "s.delivered > 0", "clicked": "s.clicked > 0",
+    "respondents": "s.pulse_answers > 0", "readers": "s.reads > 0", "enrolments": "s.enrolments > 0",
+    "completions": "s.completions > 0",
 }
-MEASURE_COLUMNS = ", ".join(f"{c} INTEGER" for c in (*FLAGS, *SUMS, "answers"))
-PERIOD_ROWS = f"end_no INTEGER, pid INTEGER, did INTEGER, tid INTEGER, mid INTEGER, {MEASURE_COLUMNS}, moved INTEGER"
-assert all(larger % smaller == 0 for smaller, larger in zip(WINDOWS, WINDOWS[1:])), "each window folds the smaller one"
+ADDITIVE = {"pulse_sum": "s.pulse_sum", "pulse_answers": "s.pulse_answers", "attendances": "s.attendances"}
+CELL_MEASURES = (*INDICATORS, *ADDITIVE)
+MEASURE_COLUMNS = ", ".join(f"{c} INTEGER" for c in CELL_MEASURES)
+RUNS = [f"{edge}_{w}" for w in WINDOWS[1:] for edge in ("starts", "ends")]  # bit i: INDICATORS[i]
+
+
+def _added(prefix: str = "") -> str:
+    """Rows of measures added up (as INTEGER: a sum of sums would be NUMERIC, several times
+    slower to add and larger in memory)."""
+    return ", ".join(f"CAST(SUM({prefix}{m}) AS INTEGER) AS {m}" for m in CELL_MEASURES)
+
+
+def _added_by_window(prefix: str = "") -> str:
+    """Rows of side-by-side measures (``<measure>_<window>``) added up for the period's window
+    (``e.window_len``)."""
+    return ", ".join(f"CAST(SUM(CASE e.window_len {' '.join(f'WHEN {w} THEN {prefix}{m}_{w}' for w in WINDOWS)} END) AS INTEGER) AS {m}"
+                     for m in CELL_MEASURES)
 
 
 def _fold(prefix: str = "") -> str:
-    """One person's rows folded into one: any flag set, sums added."""
-    return ", ".join([*(f"MAX({prefix}{f}) AS {f}" for f in FLAGS), *(f"SUM({prefix}{s}) AS {s}" for s in SUMS),
-                      f"SUM({prefix}answers) AS answers"])
+    """One person's rows folded into one: counted if any row counts them, sums added."""
+    return ", ".join([*(f"MAX({prefix}{m}) AS {m}" for m in INDICATORS), *(f"SUM({prefix}{m}) AS {m}" for m in ADDITIVE)])
 
 
 def _is_postgresql(session: Session) -> bool:
@@ -296,24 +337,40 @@ def _analyze_if_grown(session: Session, table: str, written: int) -> None:
         _analyze(session, table)
 
 
-def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int) -> None:
-    """BUILD_LINES, BUILD_SPANS, BUILD_ATTRS and BUILD_WEEKS for the summaries of weeks ``first_week`` to
-    ``last_week`` (week numbers)."""
-    params = {"org": org_id, "first": first_week, "last": last_week}
+def _prepare_keys(session: Session, org_id: int, ends_by_window: dict[int, set[str]]) -> None:
+    """BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_PEOPLE, BUILD_ATTRS, BUILD_LINES, BUILD_SPANS,
+    BUILD_WEEKS and BUILD_RUNS for the periods of ``ends_by_window``, from the summaries of
+    the weeks they span."""
+    periods = [(window, activity.week_number(end), end) for window, ends in ends_by_window.items() for end in ends]
+    _temporary_table(session, BUILD_ENDS, "window_len INTEGER, end_no INTEGER, end_week VARCHAR(8), PRIMARY KEY (window_len, end_no)")
+    _bulk_insert(session, BUILD_ENDS, ("window_len", "end_no", "end_week"), periods)
+    _temporary_table(session, BUILD_PERIOD_WEEKS, "window_len INTEGER, end_no INTEGER, week_no INTEGER")
+    _bulk_insert(session, BUILD_PERIOD_WEEKS, ("window_len", "end_no", "week_no"),
+                 [(window, end_no, end_no - i) for window, end_no, _ in periods for i in range(window)])
+    first, last = min(end_no - window + 1 for window, end_no, _ in periods), max(end_no for _, end_no, _ in periods)
+    params = {"org": org_id, "first": first, "last": last}
     in_range = "s.org_id = :org AND s.week_no BETWEEN :first AND :last"
     # the line trees of the build's weeks only: a period's tree comes from its own weeks, and
     # every period the build makes lies within them (spans are clipped to them, which keeps
     # each week's latest parent)
     lines_in_range = "a.org_id = :org AND a.week_no BETWEEN :first AND :last"
-    _temporary_table(session, BUILD_ATTRS, "aid INTEGER PRIMARY KEY, department VARCHAR(100), team VARCHAR(100), "
-                     "manager VARCHAR(64), did INTEGER, tid INTEGER, mid INTEGER")
+    # everybody's combinations of group attributes in these weeks (one pass over the
+    # summaries gives the people, the combinations and who moved)
+    groups = "report_build_person_groups"
+    _temporary_table(session, groups, "pseudonym VARCHAR(64), department VARCHAR(100), team VARCHAR(100), manager VARCHAR(64)")
+    session.execute(text(f"""
+        INSERT INTO {groups}
+        SELECT s.pseudonym, s.department, s.team, s.manager FROM report_person_weeks s WHERE {in_range}
+        GROUP BY s.pseudonym, s.department, s.team, s.manager
+    """), params)
+    _temporary_table(session, BUILD_ATTRS, "department VARCHAR(100), team VARCHAR(100), manager VARCHAR(64), did INTEGER, "
+                     "tid INTEGER, mid INTEGER")
     session.execute(text(f"""
         INSERT INTO {BUILD_ATTRS}
-        SELECT ROW_NUMBER() OVER (ORDER BY a.department, a.team, a.manager), a.department, a.team, a.manager,
-               DENSE_RANK() OVER (ORDER BY a.department),
+        SELECT a.department, a.team, a.manager, DENSE_RANK() OVER (ORDER BY a.department),
                CASE WHEN a.team <> '' THEN DENSE_RANK() OVER (ORDER BY a.department, a.team) END, NULL
-        FROM (SELECT DISTINCT s.department, s.team, s.manager FROM report_person_weeks s WHERE {in_range}) a
-    """), params)
+        FROM (SELECT DISTINCT department, team, manager FROM {groups}) a
+    """))
     _temporary_table(session, BUILD_LINES, "lid INTEGER PRIMARY KEY, line VARCHAR(64)")
     session.execute(text(f"""
         INSERT INTO {BUILD_LINES}
@@ -332,99 +389,206 @@ def _prepare_keys(session: Session, org_id: int, first_week: int, last_week: int
         FROM activity_lines a JOIN {BUILD_LINES} l ON l.line = a.line LEFT JOIN {BUILD_LINES} p ON p.line = a.parent_line
         WHERE {lines_in_range} GROUP BY l.lid, p.lid
     """), params)
-    _analyze(session, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS)
-    _temporary_table(session, BUILD_WEEKS, PERIOD_ROWS)
-    flags = ", ".join(f"CASE WHEN s.{f} > 0 THEN 1 ELSE 0 END" for f in FLAGS)
-    person = "PARTITION BY s.pseudonym"
+    _temporary_table(session, BUILD_PEOPLE, "pseudonym VARCHAR(64), department VARCHAR(100), team VARCHAR(100), "
+                     "manager VARCHAR(64), pid INTEGER, did INTEGER, tid INTEGER, mid INTEGER, moved INTEGER")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_PEOPLE}
+        SELECT g.pseudonym, g.department, g.team, g.manager, DENSE_RANK() OVER (ORDER BY g.pseudonym), a.did, a.tid, a.mid,
+               CASE WHEN COUNT(*) OVER (PARTITION BY g.pseudonym) > 1 THEN 1 ELSE 0 END
+        FROM {groups} g JOIN {BUILD_ATTRS} a ON a.department = g.department AND a.team = g.team AND a.manager = g.manager
+    """))
+    _drop(session, groups)
+    _analyze(session, BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_PEOPLE)
+    _temporary_table(session, BUILD_WEEKS, f"week_no INTEGER, pid INTEGER, did INTEGER, tid INTEGER, mid INTEGER, moved INTEGER, "
+                     f"flags INTEGER, {', '.join(f'{m} INTEGER' for m in ADDITIVE)}")
+    flags = " + ".join(f"CASE WHEN {c} THEN {1 << i} ELSE 0 END" for i, c in enumerate(INDICATORS.values()))
     session.execute(text(f"""
         INSERT INTO {BUILD_WEEKS}
-        SELECT s.week_no, DENSE_RANK() OVER (ORDER BY s.pseudonym), a.did, a.tid, a.mid, {flags}, s.pulse_sum, s.attendances,
-               s.pulse_answers,
-               CASE WHEN MIN(a.aid) OVER ({person}) = MAX(a.aid) OVER ({person}) THEN 0 ELSE 1 END
+        SELECT s.week_no, p.pid, p.did, p.tid, p.mid, p.moved, {flags}, {', '.join(ADDITIVE.values())}
         FROM report_person_weeks s
-        JOIN {BUILD_ATTRS} a ON a.department = s.department AND a.team = s.team AND a.manager = s.manager
+        JOIN {BUILD_PEOPLE} p ON p.pseudonym = s.pseudonym AND p.department = s.department AND p.team = s.team
+                             AND p.manager = s.manager
         WHERE {in_range}
     """), params)
     _analyze(session, BUILD_WEEKS)
+    _runs(session, first, last)
 
 
-def _fill_window(session: Session, window: int, ends: Sequence[str], fold_ends: Iterable[int]) -> None:
-    """WINDOW_ENDS (``ends``) and WINDOW_PEOPLE: the rows of the periods ending with
-    ``fold_ends`` (week numbers, ``ends`` among them), one per person and groups, folded from
-    the rows of the next smaller window (weekly rows for a one-week window)."""
-    _temporary_table(session, WINDOW_ENDS, "end_no INTEGER PRIMARY KEY, end_week VARCHAR(8)")
-    _bulk_insert(session, WINDOW_ENDS, ("end_no", "end_week"), [(activity.week_number(end), end) for end in ends])
-    _temporary_table(session, WINDOW_PEOPLE, PERIOD_ROWS)
-    if window == WINDOWS[0]:
-        session.execute(text(f"""
-            INSERT INTO {WINDOW_PEOPLE} SELECT * FROM {BUILD_WEEKS} WHERE end_no IN (SELECT end_no FROM {WINDOW_ENDS})
-        """))
-        return
-    smaller = WINDOWS[WINDOWS.index(window) - 1]
-    # each end with the ends of the smaller periods it is made of: the fold is an equi-join
-    _temporary_table(session, WINDOW_SPAN, "end_no INTEGER, part_no INTEGER")
-    _bulk_insert(session, WINDOW_SPAN, ("end_no", "part_no"),
-                 [(n, n - i * smaller) for n in sorted(set(fold_ends)) for i in range(window // smaller)])
-    _analyze(session, WINDOW_ENDS, WINDOW_SPAN)
-    source = BUILD_WEEKS if smaller == 1 else WINDOW_FOLDS
-    # a person who stayed in one group has one row per period: grouped by person alone (a
-    # narrower key, and the planner's estimate of the groups is right, so it hashes)
+def _runs(session: Session, first: int, last: int) -> None:
+    """BUILD_RUNS: where the runs of the people who did not move start and end (weeks
+    ``first`` to ``last``), from a bitmask of each one's weeks per indicator."""
+    # Blocks of weeks a bitmask holds, each writing the runs of the weeks it owns: it also
+    # holds the W-1 weeks before and after them that decide whether a run starts or ends.
+    margin, block_weeks, lo = max(WINDOWS) - 1, [], first
+    while lo <= last:
+        base = max(first, lo - margin)
+        hi = last if last - base < WEEK_BITS else base + WEEK_BITS - 1 - margin
+        block_weeks += [(lo, week, week - base, int(week >= lo and week <= hi)) for week in range(base, min(last, hi + margin) + 1)]
+        lo = hi + 1
+    _temporary_table(session, BUILD_BLOCK_WEEKS, "block INTEGER, week_no INTEGER, bit_no INTEGER, owned INTEGER")
+    _bulk_insert(session, BUILD_BLOCK_WEEKS, ("block", "week_no", "bit_no", "owned"), block_weeks)
+    _analyze(session, BUILD_BLOCK_WEEKS)
+    masks = ", ".join(f"CAST(SUM(CASE WHEN (b.flags & {1 << i}) <> 0 THEN CAST(1 AS BIGINT) << k.bit_no ELSE 0 END) AS BIGINT) AS {m}"
+                      for i, m in enumerate(INDICATORS))  # one row a week and indicator: the sum sets bits
+    runs = []
+    for w in WINDOWS[1:]:  # a run starts at a week with none in the W-1 before it, and ends W weeks after one with none in the W-1 after it
+        runs += [f"{m} & ~({' | '.join(f'({m} << {k})' for k in range(1, w))}) AS starts_{w}_{m}" for m in INDICATORS]
+        runs += [f"{m} & ~({' | '.join(f'({m} >> {k})' for k in range(1, w))}) AS ends_{w}_{m}" for m in INDICATORS]
+    per_week = [" + ".join(f"((r.{r}_{m} >> k.bit_no) & 1) * {1 << i}" for i, m in enumerate(INDICATORS)) + f" AS {r}" for r in RUNS]
+    any_run = " | ".join(f"{r}_{m}" for r in RUNS for m in INDICATORS)
+    _temporary_table(session, BUILD_RUNS, f"week_no INTEGER, did INTEGER, tid INTEGER, mid INTEGER, {', '.join(f'{r} INTEGER' for r in RUNS)}")
+    # (materialised: each person's runs are worked out once, not again for every week they are looked up in)
     session.execute(text(f"""
-        INSERT INTO {WINDOW_PEOPLE}
-        SELECT w.end_no, b.pid, MAX(b.did), MAX(b.tid), MAX(b.mid), {_fold("b.")}, 0
-        FROM {source} b JOIN {WINDOW_SPAN} w ON w.part_no = b.end_no
-        WHERE b.moved = 0
-        GROUP BY w.end_no, b.pid
-        UNION ALL
-        SELECT w.end_no, b.pid, b.did, b.tid, b.mid, {_fold("b.")}, 1
-        FROM {source} b JOIN {WINDOW_SPAN} w ON w.part_no = b.end_no
-        WHERE b.moved = 1
-        GROUP BY w.end_no, b.pid, b.did, b.tid, b.mid
+        WITH person_runs AS MATERIALIZED (
+            SELECT block, did, tid, mid, {', '.join(runs)} FROM (
+                SELECT k.block, b.pid, b.did, b.tid, b.mid, {masks}
+                FROM {BUILD_WEEKS} b JOIN {BUILD_BLOCK_WEEKS} k ON k.week_no = b.week_no
+                WHERE b.moved = 0
+                GROUP BY k.block, b.pid, b.did, b.tid, b.mid
+            ) p
+        ), flagged AS MATERIALIZED (
+            SELECT person_runs.*, {any_run} AS any_run FROM person_runs
+        )
+        INSERT INTO {BUILD_RUNS}
+        SELECT k.week_no, r.did, r.tid, r.mid, {', '.join(per_week)}
+        FROM flagged r JOIN {BUILD_BLOCK_WEEKS} k ON k.block = r.block AND k.owned = 1 AND ((r.any_run >> k.bit_no) & 1) = 1
     """))
-    _drop(session, WINDOW_SPAN)
 
 
-def _window_lines(session: Session, window: int) -> None:
-    """WINDOW_TREE and WINDOW_CLOSURE for the periods of WINDOW_ENDS."""
+def _side_by_side(column: Callable[[str, int], str]) -> str:
+    """Every window's measures added up as columns of one row (``<measure>_<window>``)."""
+    return ", ".join(f"CAST(SUM({column(m, w)}) AS INTEGER) AS {m}_{w}" for w in WINDOWS for m in CELL_MEASURES)
+
+
+def _of_window(prefix: str) -> str:
+    """The measures of the period's window (``e.window_len``) out of side-by-side columns."""
+    return ", ".join(f"CASE e.window_len {' '.join(f'WHEN {w} THEN {prefix}{m}_{w}' for w in WINDOWS)} END AS {m}"
+                     for m in CELL_MEASURES)
+
+
+def _periods(session: Session) -> None:
+    """PERIOD_MANAGERS and PERIOD_TEAMS (every window side by side, per period end of
+    BUILD_ENDS) and MOVED_PERIODS."""
+    for table, keys in UNITS.values():
+        by = ", ".join(keys)
+        weeks = f"{table}_weeks"
+        # a unit's measures, runs and sums per week ...
+        data_columns = [*INDICATORS, *(f"{r}_{m}" for r in RUNS for m in INDICATORS), *ADDITIVE]
+        counted = [*(f"CAST(SUM((flags >> {i}) & 1) AS INTEGER) AS {m}" for i, m in enumerate(INDICATORS)),
+                   *(f"0 AS {r}_{m}" for r in RUNS for m in INDICATORS), *(f"CAST(SUM({m}) AS INTEGER) AS {m}" for m in ADDITIVE)]
+        runs = [*(f"0 AS {m}" for m in INDICATORS), *(f"CAST(SUM(({r} >> {i}) & 1) AS INTEGER) AS {r}_{m}" for r in RUNS
+                                                       for i, m in enumerate(INDICATORS)), *(f"0 AS {m}" for m in ADDITIVE)]
+        with_unit = "".join(f" AND {k} IS NOT NULL" for k in keys if k == "mid")
+        _temporary_table(session, weeks, f"week_no INTEGER, {', '.join(f'{k} INTEGER' for k in keys)}, "
+                         f"{', '.join(f'{c} INTEGER' for c in data_columns)}")
+        session.execute(text(f"""
+            INSERT INTO {weeks}
+            SELECT week_no, {by}, {', '.join(f'CAST(SUM({c}) AS INTEGER)' for c in data_columns)} FROM (
+                SELECT week_no, {by}, {', '.join(counted)} FROM {BUILD_WEEKS} WHERE moved = 0 {with_unit} GROUP BY week_no, {by}
+                UNION ALL
+                SELECT week_no, {by}, {', '.join(runs)} FROM {BUILD_RUNS} WHERE 1 = 1 {with_unit} GROUP BY week_no, {by}
+            ) x GROUP BY week_no, {by}
+        """))
+        # ... and per period end: a one-week period's are the week's; a longer one's are
+        # running sums over the unit's weeks. Every period end needs a row to carry them: a
+        # row of zeros where the unit has none.
+        frames = ", ".join(f"upto_{w} AS (PARTITION BY {by} ORDER BY week_no RANGE BETWEEN UNBOUNDED PRECEDING AND {w} PRECEDING)"
+                           for w in WINDOWS[1:])
+        measures = []
+        for w in WINDOWS:
+            for m in CELL_MEASURES:
+                if w == 1:
+                    measures.append(f"{m} AS {m}_1")
+                elif m in INDICATORS:  # runs started, less runs ended
+                    measures.append(f"SUM(starts_{w}_{m}) OVER upto - COALESCE(SUM(ends_{w}_{m}) OVER upto_{w}, 0) AS {m}_{w}")
+                else:
+                    measures.append(f"SUM({m}) OVER upto - COALESCE(SUM({m}) OVER upto_{w}, 0) AS {m}_{w}")
+        same_unit = " AND ".join(f"COALESCE(d.{k}, 0) = COALESCE(k.{k}, 0)" for k in keys)  # keys count from 1; no team is NULL
+        _temporary_table(session, table, f"end_no INTEGER, {', '.join(f'{k} INTEGER' for k in keys)}, "
+                         f"{', '.join(f'{m}_{w} INTEGER' for w in WINDOWS for m in CELL_MEASURES)}")
+        session.execute(text(f"""
+            INSERT INTO {table}
+            SELECT * FROM (
+                SELECT week_no, {by}, {', '.join(measures)}
+                FROM (
+                    SELECT * FROM {weeks}
+                    UNION ALL
+                    SELECT e.end_no, {', '.join(f'k.{k}' for k in keys)}, {', '.join('0' for _ in data_columns)}
+                    FROM (SELECT DISTINCT end_no FROM {BUILD_ENDS}) e CROSS JOIN (SELECT DISTINCT {by} FROM {weeks}) k
+                    WHERE NOT EXISTS (SELECT 1 FROM {weeks} d WHERE d.week_no = e.end_no AND {same_unit})
+                ) x
+                WINDOW upto AS (PARTITION BY {by} ORDER BY week_no RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), {frames}
+            ) p
+            WHERE week_no IN (SELECT end_no FROM {BUILD_ENDS}) AND ({' OR '.join(f'participants_{w} > 0' for w in WINDOWS)})
+        """))
+        _drop(session, weeks)
+    _temporary_table(session, MOVED_PERIODS, f"window_len INTEGER, end_no INTEGER, pid INTEGER, did INTEGER, tid INTEGER, "
+                     f"mid INTEGER, {MEASURE_COLUMNS}")
+    session.execute(text(f"""
+        INSERT INTO {MOVED_PERIODS}
+        SELECT p.window_len, p.end_no, b.pid, b.did, b.tid, b.mid,
+               {', '.join(f'MAX((b.flags >> {i}) & 1)' for i, _ in enumerate(INDICATORS))}, {', '.join(f'SUM(b.{m})' for m in ADDITIVE)}
+        FROM {BUILD_WEEKS} b JOIN {BUILD_PERIOD_WEEKS} p ON p.week_no = b.week_no
+        WHERE b.moved = 1
+        GROUP BY p.window_len, p.end_no, b.pid, b.did, b.tid, b.mid
+    """))
+    _analyze(session, *(table for table, _ in UNITS.values()), MOVED_PERIODS)
+
+
+def _lines(session: Session) -> None:
+    """BUILD_TREE, BUILD_CLOSURE and BUILD_LINE_HEADCOUNTS for the period ends of BUILD_ENDS."""
     # the tree from each line's spans of weeks under one parent (a few rows per line)
-    _temporary_table(session, WINDOW_TREE, "end_no INTEGER, lid INTEGER, parent_lid INTEGER")
+    _temporary_table(session, BUILD_TREE, "end_no INTEGER, lid INTEGER, parent_lid INTEGER, shortest INTEGER")
+    recorded = "CASE WHEN s.last_week < t.end_no THEN s.last_week ELSE t.end_no END"
+    shortest = " ".join(f"WHEN end_no - recorded < {w} THEN {w}" for w in WINDOWS[:-1])
     session.execute(text(f"""
-        INSERT INTO {WINDOW_TREE}
-        SELECT end_no, lid, parent_lid FROM (
-            SELECT t.end_no, s.lid, s.parent_lid,
-                   ROW_NUMBER() OVER (PARTITION BY t.end_no, s.lid
-                                      ORDER BY CASE WHEN s.last_week < t.end_no THEN s.last_week ELSE t.end_no END DESC) AS latest
-            FROM {BUILD_SPANS} s JOIN {WINDOW_ENDS} t ON s.first_week <= t.end_no AND s.last_week >= t.end_no - :span
+        INSERT INTO {BUILD_TREE}
+        SELECT end_no, lid, parent_lid, CASE {shortest} ELSE {max(WINDOWS)} END FROM (
+            SELECT t.end_no, s.lid, s.parent_lid, {recorded} AS recorded,
+                   ROW_NUMBER() OVER (PARTITION BY t.end_no, s.lid ORDER BY {recorded} DESC) AS latest
+            FROM {BUILD_SPANS} s JOIN (SELECT DISTINCT end_no FROM {BUILD_ENDS}) t
+                 ON s.first_week <= t.end_no AND s.last_week >= t.end_no - :span
         ) ranked WHERE latest = 1
-    """), {"span": window - 1})
-    session.execute(text(f"CREATE INDEX ix_{WINDOW_TREE} ON {WINDOW_TREE} (end_no, lid)"))
-    _analyze(session, WINDOW_ENDS, WINDOW_PEOPLE, WINDOW_TREE)
-    _temporary_table(session, WINDOW_CLOSURE, "end_no INTEGER, lid INTEGER, ancestor INTEGER")
+    """), {"span": max(WINDOWS) - 1})
+    session.execute(text(f"CREATE INDEX ix_{BUILD_TREE} ON {BUILD_TREE} (end_no, lid)"))
+    _analyze(session, BUILD_TREE)
+    _temporary_table(session, BUILD_CLOSURE, "end_no INTEGER, lid INTEGER, ancestor INTEGER, shortest INTEGER")
     session.execute(text(f"""
-        WITH RECURSIVE closure (end_no, lid, ancestor, depth) AS (
-            SELECT end_no, lid, lid, 0 FROM {WINDOW_TREE}
+        WITH RECURSIVE closure (end_no, lid, ancestor, shortest, depth) AS (
+            SELECT end_no, lid, lid, shortest, 0 FROM {BUILD_TREE}
             UNION ALL
-            SELECT c.end_no, c.lid, t.parent_lid, c.depth + 1
-            FROM closure c JOIN {WINDOW_TREE} t ON t.end_no = c.end_no AND t.lid = c.ancestor
+            SELECT c.end_no, c.lid, t.parent_lid, CASE WHEN t.shortest > c.shortest THEN t.shortest ELSE c.shortest END, c.depth + 1
+            FROM closure c JOIN {BUILD_TREE} t ON t.end_no = c.end_no AND t.lid = c.ancestor
             WHERE t.parent_lid IS NOT NULL AND c.depth < :max_depth
         )
-        INSERT INTO {WINDOW_CLOSURE} SELECT end_no, lid, ancestor FROM closure
+        INSERT INTO {BUILD_CLOSURE} SELECT end_no, lid, ancestor, shortest FROM closure
     """), {"max_depth": activity.MAX_CHAIN})
-    session.execute(text(f"CREATE INDEX ix_{WINDOW_CLOSURE} ON {WINDOW_CLOSURE} (end_no, lid)"))
-    _analyze(session, WINDOW_CLOSURE)
+    _temporary_table(session, BUILD_LINE_HEADCOUNTS, "end_no INTEGER, lid INTEGER, headcount INTEGER, PRIMARY KEY (end_no, lid)")
+    session.execute(text(f"""
+        INSERT INTO {BUILD_LINE_HEADCOUNTS}
+        SELECT h.end_no, l.lid, h.headcount FROM {BUILD_HEADCOUNTS} h JOIN {BUILD_LINES} l ON l.line = h.group_key
+        WHERE h.group_kind = 'line'
+    """))
+    _analyze(session, BUILD_CLOSURE, BUILD_LINE_HEADCOUNTS)
 
 
+# Cells are written in two steps: the people who stayed in one group (from the per-unit
+# measures), then the people who moved, folded once per group they were in and added to
+# the same cells (or making new ones) by ON CONFLICT.
 CELL_INSERT = f"""
     INSERT INTO report_cells (org_id, "window", iso_week, group_kind, group_key, parent_key, headcount,
-                              {{measures}}, built_at)
-    SELECT :org, :window, e.end_week, :kind, g.group_key, g.parent_key, COALESCE(h.headcount, 0), {{measures}}, :now
+                              {', '.join(CELL_MEASURES)}, built_at)
+    SELECT :org, e.window_len, e.end_week, :kind, g.group_key, g.parent_key, g.headcount, {', '.join(f'g.{m}' for m in CELL_MEASURES)}, :now
     FROM ({{groups}}) g
-    JOIN {WINDOW_ENDS} e ON e.end_no = g.end_no
-    LEFT JOIN {BUILD_HEADCOUNTS} h ON h.iso_week = e.end_week AND h.group_kind = :kind AND h.group_key = g.group_key
-    ORDER BY e.end_week, g.group_key
+    JOIN {BUILD_ENDS} e ON e.window_len = g.window_len AND e.end_no = g.end_no
+    WHERE g.participants > 0
+"""
+MOVED_CELLS = f"""
+    ON CONFLICT (org_id, "window", iso_week, group_kind, group_key) DO UPDATE SET
+    {', '.join(f'{m} = report_cells.{m} + excluded.{m}' for m in CELL_MEASURES)}
 """
 
-# group kind -> (integer key a person is grouped by, its names, key, parent key)
+# group kind -> (integer keys of its groups, their names, key, parent key)
 TREE_GROUPS = {
     "org": ((), "", "''", "NULL"),
     "department": (("did",), f"JOIN (SELECT DISTINCT did, department FROM {BUILD_ATTRS}) n ON n.did = g.did",
@@ -432,103 +596,90 @@ TREE_GROUPS = {
     "team": (("tid",), f"JOIN (SELECT DISTINCT tid, department, team FROM {BUILD_ATTRS}) n ON n.tid = g.tid",
              "n.department || '/' || n.team", "n.department"),
 }
+TREE_GROUP = f"""
+SELECT g.window_len, g.end_no, {{key}} AS group_key, {{parent}} AS parent_key, COALESCE(h.headcount, 0) AS headcount,
+       {', '.join(f'g.{m}' for m in CELL_MEASURES)}
+FROM ({{measures}}) g {{join_names}}
+LEFT JOIN {BUILD_HEADCOUNTS} h ON h.end_no = g.end_no AND h.group_kind = :kind AND h.group_key = {{key}}
+"""
+TREE_STEADY = f"""
+SELECT e.window_len, p.end_no{{by_p}}, {_added_by_window("p.")}
+FROM {UNITS["teams"][0]} p JOIN {BUILD_ENDS} e ON e.end_no = p.end_no
+WHERE 1 = 1 {{where}}
+GROUP BY e.window_len, p.end_no{{by_p}}
+"""
+TREE_MOVED = f"""
+SELECT window_len, end_no{{by}}, {_added()} FROM (
+    SELECT p.window_len, p.end_no, p.pid{{by_p}}, {_fold("p.")}
+    FROM {MOVED_PERIODS} p
+    WHERE 1 = 1 {{where}}
+    GROUP BY p.window_len, p.end_no, p.pid{{by_p}}
+) x GROUP BY window_len, end_no{{by}}
+"""
 
-# A manager's line adds up the lines below it (closure join on per-manager sums); people who
-# changed manager or team (``moved``) are folded once per line they fall in.
-LINE_CTES = f"""
-WITH steady AS (
-    SELECT p.end_no, p.mid, {{measures}}
-    FROM {WINDOW_PEOPLE} p
-    WHERE p.moved = 0 AND p.mid IS NOT NULL
-    GROUP BY p.end_no, p.mid
-), moved AS (
-    SELECT end_no, ancestor, {{measures}} FROM (
-        SELECT p.end_no, c.ancestor, p.pid, {{fold_p}}
-        FROM {WINDOW_PEOPLE} p JOIN {WINDOW_CLOSURE} c ON c.end_no = p.end_no AND c.lid = p.mid
-        WHERE p.moved = 1
-        GROUP BY p.end_no, c.ancestor, p.pid
-    ) x GROUP BY end_no, ancestor
-), rolled AS (
-    SELECT c.end_no, c.ancestor, {{rolled}}
-    FROM steady s JOIN {WINDOW_CLOSURE} c ON c.end_no = s.end_no AND c.lid = s.mid
-    GROUP BY c.end_no, c.ancestor
-    UNION ALL
-    SELECT * FROM moved
+# A manager's line adds up the lines below it: the per-manager measures joined to the closure
+# once for every window (side by side; a closure row counts in the windows it belongs to),
+# named once per line and period end (materialised: else the planner names each window's row).
+LINE_NAMED = f"""
+WITH named AS MATERIALIZED (
+    SELECT g.*, l.line AS group_key, pl.line AS parent_key, t.shortest AS parent_shortest, COALESCE(h.headcount, 0) AS headcount
+    FROM (
+        SELECT p.end_no, c.ancestor, {_side_by_side(lambda m, w: f"CASE WHEN c.shortest <= {w} THEN p.{m}_{w} ELSE 0 END")}
+        FROM {UNITS["managers"][0]} p JOIN {BUILD_CLOSURE} c ON c.end_no = p.end_no AND c.lid = p.mid
+        GROUP BY p.end_no, c.ancestor
+    ) g
+    JOIN {BUILD_LINES} l ON l.lid = g.ancestor
+    LEFT JOIN {BUILD_TREE} t ON t.end_no = g.end_no AND t.lid = g.ancestor
+    LEFT JOIN {BUILD_LINES} pl ON pl.lid = t.parent_lid
+    LEFT JOIN {BUILD_LINE_HEADCOUNTS} h ON h.end_no = g.end_no AND h.lid = g.ancestor
 )
 """
-LINE_GROUPS = f"""
-SELECT lg.end_no, l.line AS group_key, pl.line AS parent_key, {{names}} FROM (
-    SELECT r.end_no, r.ancestor, MAX(tr.parent_lid) AS parent_lid, {{rolled}}
-    FROM rolled r LEFT JOIN {WINDOW_TREE} tr ON tr.end_no = r.end_no AND tr.lid = r.ancestor
-    GROUP BY r.end_no, r.ancestor
-) lg
-JOIN {BUILD_LINES} l ON l.lid = lg.ancestor
-LEFT JOIN {BUILD_LINES} pl ON pl.lid = lg.parent_lid
+LINE_STEADY = f"""
+SELECT e.window_len, n.end_no, n.group_key, CASE WHEN n.parent_shortest <= e.window_len THEN n.parent_key END AS parent_key,
+       n.headcount, {_of_window("n.")}
+FROM named n JOIN {BUILD_ENDS} e ON e.end_no = n.end_no
 """
-TREE_GROUP = f"""
-SELECT g.end_no, {{key}} AS group_key, {{parent}} AS parent_key, {{names}} FROM (
-    SELECT end_no{{by}}, {{rolled}} FROM (
-        SELECT p.end_no{{by_p}}, {{measures}}
-        FROM {WINDOW_PEOPLE} p
-        WHERE p.moved = 0 {{where}} GROUP BY p.end_no{{by_p}}
-        UNION ALL
-        SELECT end_no{{by}}, {{measures}} FROM (
-            SELECT p.end_no, p.pid{{by_p}}, {{fold_p}}
-            FROM {WINDOW_PEOPLE} p
-            WHERE p.moved = 1 {{where}}
-            GROUP BY p.end_no, p.pid{{by_p}}
-        ) x GROUP BY end_no{{by}}
-    ) u GROUP BY end_no{{by}}
-) g {{join_names}}
+LINE_MOVED = f"""
+SELECT g.window_len, g.end_no, l.line AS group_key, pl.line AS parent_key, COALESCE(h.headcount, 0) AS headcount,
+       {', '.join(f'g.{m}' for m in CELL_MEASURES)}
+FROM (
+    SELECT window_len, end_no, ancestor, {_added()} FROM (
+        SELECT p.window_len, p.end_no, c.ancestor, p.pid, {_fold("p.")}
+        FROM {MOVED_PERIODS} p JOIN {BUILD_CLOSURE} c ON c.end_no = p.end_no AND c.lid = p.mid
+        WHERE c.shortest <= p.window_len
+        GROUP BY p.window_len, p.end_no, c.ancestor, p.pid
+    ) x GROUP BY window_len, end_no, ancestor
+) g
+JOIN {BUILD_LINES} l ON l.lid = g.ancestor
+LEFT JOIN {BUILD_TREE} t ON t.end_no = g.end_no AND t.lid = g.ancestor AND t.shortest <= g.window_len
+LEFT JOIN {BUILD_LINES} pl ON pl.lid = t.parent_lid
+LEFT JOIN {BUILD_LINE_HEADCOUNTS} h ON h.end_no = g.end_no AND h.lid = g.ancestor
 """
 
 
-def _insert_cells(session: Session, org_id: int, window: int, ends: Sequence[str], fold_ends: Iterable[int],
-                  now: datetime) -> int:
-    """Every cell of ``window`` ending with each week of ``ends``, from the weekly summaries
-    (BUILD_WEEKS); leaves the window's folds (ending with ``fold_ends``) in WINDOW_FOLDS.
-    Rows of people who changed group are folded per group first, so each person counts once
-    in every group they belonged to."""
-    _fill_window(session, window, ends, fold_ends)
-    _window_lines(session, window)
-    measures = ", ".join(CELL_MEASURES)
-    # every level casts its sums back to INTEGER: a sum of BIGINT sums is NUMERIC, whose
-    # aggregation is several times slower and larger in memory
-    per_group = ", ".join(f"CAST({expr} AS INTEGER) AS {name}" for name, expr in CELL_MEASURES.items())
-    rolled = ", ".join(f"CAST(SUM({name}) AS INTEGER) AS {name}" for name in CELL_MEASURES)
-    params = {"org": org_id, "window": window, "now": now}
-    cells = 0
-    names = ", ".join(f"g.{name}" for name in CELL_MEASURES)
+def _insert_cells(session: Session, org_id: int, now: datetime) -> int:
+    """Every cell of the periods of BUILD_ENDS (returns how many). People who moved are
+    folded per group, so each person counts once in every group they belonged to."""
+    _periods(session)
+    _lines(session)
+    params = {"org": org_id, "now": now}
     for kind, (columns, join_names, key, parent) in TREE_GROUPS.items():
-        groups = TREE_GROUP.format(key=key, parent=parent, rolled=rolled, names=names, join_names=join_names,
-                                   by="".join(f", {c}" for c in columns), by_p="".join(f", p.{c}" for c in columns),
-                                   where="".join(f"AND p.{c} IS NOT NULL" for c in columns), measures=per_group,
-                                   fold_p=_fold("p."))
-        cells += session.execute(text(CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": kind}).rowcount
-    ctes = LINE_CTES.format(fold_p=_fold("p."), measures=per_group, rolled=rolled)
-    # the CTEs go first: "WITH ... INSERT ... SELECT" is the form both dialects accept
-    groups = LINE_GROUPS.format(rolled=rolled, names=", ".join(f"lg.{name}" for name in CELL_MEASURES))
-    cells += session.execute(text(ctes + CELL_INSERT.format(measures=measures, groups=groups)), {**params, "kind": "line"}).rowcount
-    _drop(session, WINDOW_ENDS, WINDOW_TREE, WINDOW_CLOSURE)
-    session.execute(text(f"DROP TABLE IF EXISTS {WINDOW_FOLDS}"))
-    session.execute(text(f"ALTER TABLE {WINDOW_PEOPLE} RENAME TO {WINDOW_FOLDS}"))
-    return cells
-
-
-def _fold_ends(ends_by_window: dict[int, set[str]]) -> dict[int, set[int]]:
-    """Window -> the ends (week numbers) of its periods to fold: its own, and those the
-    next larger window's periods are made of."""
-    out: dict[int, set[int]] = {}
-    parts: set[int] = set()
-    for i in reversed(range(len(WINDOWS))):
-        window, smaller = WINDOWS[i], WINDOWS[i - 1] if i else 1
-        out[window] = {activity.week_number(end) for end in ends_by_window[window]} | parts
-        parts = {n - j * smaller for n in out[window] for j in range(window // smaller)}
-    return out
+        parts = {"by": "".join(f", {c}" for c in columns), "by_p": "".join(f", p.{c}" for c in columns),
+                 "where": "".join(f"AND p.{c} IS NOT NULL" for c in columns)}
+        for measures, upsert in ((TREE_STEADY, ""), (TREE_MOVED, MOVED_CELLS)):
+            groups = TREE_GROUP.format(key=key, parent=parent, join_names=join_names, measures=measures.format(**parts))
+            session.execute(text(CELL_INSERT.format(groups=groups) + upsert), {**params, "kind": kind})
+    # the CTE goes first: "WITH ... INSERT ... SELECT" is the form both dialects accept
+    session.execute(text(LINE_NAMED + CELL_INSERT.format(groups=LINE_STEADY)), {**params, "kind": "line"})
+    session.execute(text(CELL_INSERT.format(groups=LINE_MOVED) + MOVED_CELLS), {**params, "kind": "line"})
+    # (counted through the cells' unique index: moved people's cells were partly updates)
+    periods = session.execute(text(f"SELECT window_len, end_week FROM {BUILD_ENDS}")).all()
+    return session.scalar(select(func.count()).select_from(C).where(C.c.org_id == org_id, or_(*(
+        and_(C.c.window == window, C.c.iso_week.in_([end for w, end in periods if w == window])) for window in WINDOWS))))
 
 
 BUILD_WORK_MEM = "256MB"
-SUMMARY_HASH_MEM_MULTIPLIER = 4  # of BUILD_WORK_MEM, for the summary pass only
+SUMMARY_WORK_MEM = "512MB"  # for the summary pass only
 
 
 @dataclass
@@ -561,17 +712,15 @@ def build(session: Session, weeks: Iterable[str] | None = None) -> BuildResult:
                 if end > latest:
                     break
                 ends_by_window[window].add(end)
-    all_ends = set().union(*ends_by_window.values())
-    _headcounts(session, org_id, sorted(all_ends))
-    _prepare_keys(session, org_id, activity.week_number(min(all_ends)) - max(WINDOWS) + 1, activity.week_number(max(all_ends)))
+    _headcounts(session, org_id, sorted(set().union(*ends_by_window.values())))
+    _prepare_keys(session, org_id, ends_by_window)
+    for window, ends in ends_by_window.items():
+        session.execute(delete(C).where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week.in_(sorted(ends))))
     now = utcnow()
-    cells = 0
-    fold_ends = _fold_ends(ends_by_window)
-    for window in WINDOWS:
-        ends = sorted(ends_by_window[window])
-        session.execute(delete(C).where(C.c.org_id == org_id, C.c.window == window, C.c.iso_week.in_(ends)))
-        cells += _insert_cells(session, org_id, window, ends, fold_ends[window], now)
-    _drop(session, BUILD_HEADCOUNTS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_WEEKS, WINDOW_FOLDS)
+    cells = _insert_cells(session, org_id, now)
+    _drop(session, BUILD_HEADCOUNTS, BUILD_LINES, BUILD_SPANS, BUILD_ATTRS, BUILD_ENDS, BUILD_PERIOD_WEEKS, BUILD_WEEKS,
+          BUILD_PEOPLE, BUILD_BLOCK_WEEKS, BUILD_RUNS,
+          BUILD_TREE, BUILD_CLOSURE, BUILD_LINE_HEADCOUNTS, MOVED_PERIODS, *(table for table, _ in UNITS.values()))
     for row in dirty_rows:
         if row.iso_week in target:
             session.delete(row)
