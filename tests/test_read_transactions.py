@@ -92,7 +92,7 @@ def test_get_requests_read_without_a_transaction(pg, app, client, tenant):
 
     @app.after_request
     def _record(response):  # noqa: ANN001, ANN202
-        seen.append((g.db_session.connection().connection.driver_connection.info.transaction_status.name))
+        seen.append(_status(g.db_session))
         return response
 
     assert client.get("/api/v1/users", headers=tenant.headers).status_code == 200  # token recorded: a write
